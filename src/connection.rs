@@ -1,0 +1,339 @@
+//! One connection to one Redis node, and what to do when it breaks.
+//!
+//! [`NodeConnection`] sends pipelines and hands back one reply per command,
+//! with server errors left in place (`Value::ServerError`) so the caller can
+//! decide per key. When the connection itself fails (dropped, refused, timed
+//! out) it reconnects with exponential backoff and sends the pipeline again,
+//! up to a time budget; every pipeline redis-ferry sends is safe to repeat
+//! (reads, `RESTORE ... REPLACE`, `DEL`). Past the budget the error stops the
+//! job, which stays resumable.
+//!
+//! [`classify`] sorts a server error into the decision it calls for.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, anyhow, bail};
+use redis::{ConnectionLike, ServerError, ServerErrorKind, Value};
+
+use crate::endpoint::{CONNECT_TIMEOUT, Endpoint, describe_connect_error};
+use crate::interrupt::Shutdown;
+
+/// How long one reply may take before the connection counts as broken.
+/// Generous, because a DUMP or RESTORE of a very large key takes seconds.
+const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
+const FIRST_BACKOFF: Duration = Duration::from_millis(100);
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// A connection to one node that reconnects on failure.
+pub struct NodeConnection {
+    endpoint: Endpoint,
+    client: redis::Client,
+    connection: Option<redis::Connection>,
+    /// The database the open connection has selected.
+    selected_db: i64,
+    /// The database the next command should run in.
+    wanted_db: i64,
+    reconnect_budget: Duration,
+    shutdown: Shutdown,
+}
+
+impl NodeConnection {
+    /// Connects now, so an unreachable server or a wrong password is reported
+    /// before any work starts (no retry: the operator should see it at once).
+    pub fn open(
+        endpoint: &Endpoint,
+        reconnect_budget: Duration,
+        shutdown: Shutdown,
+    ) -> Result<Self> {
+        let client = endpoint.client(0)?;
+        let connection = client
+            .get_connection_with_timeout(CONNECT_TIMEOUT)
+            .map_err(|error| anyhow!(describe_connect_error(&error)))
+            .with_context(|| {
+                format!(
+                    "cannot connect to {} {}",
+                    endpoint.role,
+                    endpoint.redacted()
+                )
+            })?;
+        set_timeouts(&connection);
+        Ok(NodeConnection {
+            endpoint: endpoint.clone(),
+            client,
+            connection: Some(connection),
+            selected_db: 0,
+            wanted_db: 0,
+            reconnect_budget,
+            shutdown,
+        })
+    }
+
+    pub fn endpoint(&self) -> &Endpoint {
+        &self.endpoint
+    }
+
+    /// `host:port` of this node, for messages and cluster bookkeeping.
+    pub fn address(&self) -> String {
+        self.endpoint.address.to_string()
+    }
+
+    /// Makes later commands run in `db` (sent lazily with the next pipeline).
+    pub fn select(&mut self, db: i64) {
+        self.wanted_db = db;
+    }
+
+    /// Runs one command; a server error is returned as an `Err`.
+    pub fn command(&mut self, command: &redis::Cmd) -> Result<Value> {
+        let mut pipe = redis::pipe();
+        pipe.add_command(command.clone());
+        let reply = self.pipeline(&pipe)?.pop().unwrap_or(Value::Nil);
+        match reply {
+            Value::ServerError(error) => Err(anyhow!(error_text(&error))),
+            other => Ok(other),
+        }
+    }
+
+    /// Sends a pipeline and returns one reply per command. Connection
+    /// failures are retried within the reconnect budget.
+    pub fn pipeline(&mut self, pipe: &redis::Pipeline) -> Result<Vec<Value>> {
+        if pipe.is_empty() {
+            return Ok(Vec::new());
+        }
+        self.send_with_retry(&pipe.get_packed_pipeline(), pipe.len())
+    }
+
+    /// Sends already packed commands (`count` of them) with retry.
+    pub fn send_with_retry(&mut self, packed: &[u8], count: usize) -> Result<Vec<Value>> {
+        let started = Instant::now();
+        let mut backoff = FIRST_BACKOFF;
+        loop {
+            let error = match self.try_send(packed, count) {
+                Ok(replies) => return Ok(replies),
+                Err(error) => error,
+            };
+            if !is_connection_error(&error) {
+                return Err(anyhow!(describe_connect_error(&error))).with_context(|| {
+                    format!("{} {} failed", self.endpoint.role, self.endpoint.redacted())
+                });
+            }
+            self.connection = None;
+            if started.elapsed() >= self.reconnect_budget || self.shutdown.requested() {
+                return Err(anyhow!(describe_connect_error(&error))).with_context(|| {
+                    format!(
+                        "lost the connection to {} {} and could not get it back within {}s",
+                        self.endpoint.role,
+                        self.endpoint.redacted(),
+                        self.reconnect_budget.as_secs()
+                    )
+                });
+            }
+            std::thread::sleep(backoff);
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    fn try_send(&mut self, packed: &[u8], count: usize) -> redis::RedisResult<Vec<Value>> {
+        if self.connection.is_none() {
+            let connection = self.client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
+            set_timeouts(&connection);
+            self.connection = Some(connection);
+            self.selected_db = 0;
+        }
+        let connection = self.connection.as_mut().expect("connected above");
+        if self.selected_db != self.wanted_db {
+            let reply = connection.req_command(redis::cmd("SELECT").arg(self.wanted_db))?;
+            if let Value::ServerError(error) = reply {
+                return Err(error.into());
+            }
+            self.selected_db = self.wanted_db;
+        }
+        connection.req_packed_commands(packed, 0, count)
+    }
+}
+
+fn set_timeouts(connection: &redis::Connection) {
+    connection.set_read_timeout(Some(REPLY_TIMEOUT)).ok();
+    connection.set_write_timeout(Some(REPLY_TIMEOUT)).ok();
+}
+
+/// A connection-level failure worth reconnecting for (as opposed to a
+/// reply the server gave on purpose).
+fn is_connection_error(error: &redis::RedisError) -> bool {
+    error.is_io_error()
+        || error.is_connection_dropped()
+        || error.is_connection_refusal()
+        || error.is_timeout()
+        || error.is_unrecoverable_error()
+}
+
+/// A server error as Redis prints it: `NOPERM No permissions to access a key`.
+pub fn error_text(error: &ServerError) -> String {
+    match error.details() {
+        Some(details) => format!("{} {}", error.code(), details),
+        None => error.code().to_string(),
+    }
+}
+
+/// What a server error in a reply calls for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ErrorClass {
+    /// The key lives on another cluster node (`MOVED`), for good.
+    Moved { slot: u16, address: String },
+    /// The key is being migrated; ask the other node this once (`ASK`).
+    Ask { slot: u16, address: String },
+    /// `RESTORE` without `REPLACE` found the key already on the target.
+    BusyKey,
+    /// Wait and send again: the server is loading, or the cluster is
+    /// reconfiguring.
+    Transient(String),
+    /// Nothing about this key can fix it: out of memory, read-only replica,
+    /// authentication, a missing command permission. Stop the job.
+    Fatal(String),
+    /// This key failed (ACL key pattern, bad payload, missing module...);
+    /// record it and go on.
+    Key(String),
+}
+
+/// Sorts a server error by the decision it calls for.
+pub fn classify(error: &ServerError) -> ErrorClass {
+    let text = error_text(error);
+    let details = error.details().unwrap_or("");
+    match error.kind() {
+        Some(ServerErrorKind::Moved) | Some(ServerErrorKind::Ask) => {
+            match parse_redirect(details) {
+                Some((slot, address)) if error.kind() == Some(ServerErrorKind::Moved) => {
+                    ErrorClass::Moved { slot, address }
+                }
+                Some((slot, address)) => ErrorClass::Ask { slot, address },
+                None => ErrorClass::Key(text),
+            }
+        }
+        Some(ServerErrorKind::TryAgain)
+        | Some(ServerErrorKind::ClusterDown)
+        | Some(ServerErrorKind::BusyLoading)
+        | Some(ServerErrorKind::MasterDown) => ErrorClass::Transient(text),
+        Some(ServerErrorKind::ReadOnly) => ErrorClass::Fatal(text),
+        Some(ServerErrorKind::NoPerm) => {
+            // "has no permissions to run the 'restore' command" stops every
+            // key alike; "No permissions to access a key" is about this key.
+            if details.contains("to run the") {
+                ErrorClass::Fatal(text)
+            } else {
+                ErrorClass::Key(text)
+            }
+        }
+        _ => match error.code() {
+            "BUSYKEY" => ErrorClass::BusyKey,
+            "OOM" | "NOAUTH" | "WRONGPASS" | "MISCONF" | "NOREPLICAS" => ErrorClass::Fatal(text),
+            "BUSY" => ErrorClass::Transient(text),
+            "ERR" if details.starts_with("unknown command") => ErrorClass::Fatal(text),
+            _ => ErrorClass::Key(text),
+        },
+    }
+}
+
+/// `"3999 127.0.0.1:6381"` → `(3999, "127.0.0.1:6381")`.
+fn parse_redirect(details: &str) -> Option<(u16, String)> {
+    let mut parts = details.split_whitespace();
+    let slot = parts.next()?.parse().ok()?;
+    let address = parts.next()?.to_string();
+    Some((slot, address))
+}
+
+/// Reads an integer reply; anything else is a protocol surprise worth
+/// reporting with the command's name.
+pub fn expect_int(value: &Value, what: &str) -> Result<i64> {
+    match value {
+        Value::Int(n) => Ok(*n),
+        Value::ServerError(error) => bail!("{what} failed: {}", error_text(error)),
+        other => bail!("{what} returned {other:?} where a number was expected"),
+    }
+}
+
+/// Reads a bulk or simple string reply as text.
+pub fn expect_text(value: Value, what: &str) -> Result<String> {
+    match value {
+        Value::BulkString(bytes) => Ok(String::from_utf8_lossy(&bytes).into_owned()),
+        Value::SimpleString(text) | Value::VerbatimString { text, .. } => Ok(text),
+        Value::Okay => Ok("OK".to_string()),
+        Value::ServerError(error) => bail!("{what} failed: {}", error_text(&error)),
+        other => bail!("{what} returned {other:?} where text was expected"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn server_error(text: &str) -> ServerError {
+        let value = redis::parse_redis_value(format!("-{text}\r\n").as_bytes()).unwrap();
+        match value {
+            Value::ServerError(error) => error,
+            other => panic!("not an error: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn redirects_name_slot_and_node() {
+        assert_eq!(
+            classify(&server_error("MOVED 3999 127.0.0.1:6381")),
+            ErrorClass::Moved {
+                slot: 3999,
+                address: "127.0.0.1:6381".into()
+            }
+        );
+        assert_eq!(
+            classify(&server_error("ASK 12 10.0.0.2:7000")),
+            ErrorClass::Ask {
+                slot: 12,
+                address: "10.0.0.2:7000".into()
+            }
+        );
+    }
+
+    #[test]
+    fn job_level_and_key_level_errors_are_told_apart() {
+        let fatal = [
+            "OOM command not allowed when used memory > 'maxmemory'.",
+            "READONLY You can't write against a read only replica.",
+            "NOAUTH Authentication required.",
+            "NOPERM User bob has no permissions to run the 'restore' command",
+            "MISCONF Redis is configured to save RDB snapshots",
+        ];
+        for text in fatal {
+            assert!(
+                matches!(classify(&server_error(text)), ErrorClass::Fatal(_)),
+                "{text}"
+            );
+        }
+        let per_key = [
+            "NOPERM No permissions to access a key",
+            "ERR Bad data format",
+            "ERR DUMP payload version or checksum are wrong",
+        ];
+        for text in per_key {
+            assert!(
+                matches!(classify(&server_error(text)), ErrorClass::Key(_)),
+                "{text}"
+            );
+        }
+        assert_eq!(
+            classify(&server_error("BUSYKEY Target key name already exists.")),
+            ErrorClass::BusyKey
+        );
+        assert!(matches!(
+            classify(&server_error(
+                "LOADING Redis is loading the dataset in memory"
+            )),
+            ErrorClass::Transient(_)
+        ));
+    }
+
+    #[test]
+    fn error_text_reads_like_redis() {
+        assert_eq!(
+            error_text(&server_error("NOPERM No permissions to access a key")),
+            "NOPERM No permissions to access a key"
+        );
+    }
+}

@@ -1,0 +1,675 @@
+//! A migration job from start to end: `run` starts one, `resume` continues
+//! it from the journal's cursors, `retry` copies chosen keys again.
+//!
+//! This module decides *what* to copy (which databases and nodes, from
+//! which cursor), checks the servers before anything is written (not the
+//! same server, not a read-only replica, versions that support the chosen
+//! options), runs the [`pipeline`](crate::pipeline) and turns how it ended
+//! into the job's state and the exit code.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Context, Result, bail};
+
+use crate::clock::{now_ms, short_duration};
+use crate::endpoint::{Endpoint, Role};
+use crate::exit::{Exit, usage_error};
+use crate::interrupt::Shutdown;
+use crate::journal::{CursorRecord, JobRecord, JobState, Journal};
+use crate::options::{CopyOptions, TtlMode};
+use crate::outcome::Outcome;
+use crate::pipeline::{self, Reader, Stop, WriterSettings};
+use crate::progress::{Progress, ProgressMode};
+use crate::rate::RateLimiter;
+use crate::scan::{ReadBatch, ScanTask, scan_task};
+use crate::side::{STANDALONE_NODE, Side};
+
+/// Settings of this invocation (not stored in the journal).
+#[derive(Debug, Clone)]
+pub struct Launch {
+    pub journal: PathBuf,
+    pub progress: ProgressMode,
+    pub shutdown: Shutdown,
+}
+
+impl Launch {
+    fn journal_shown(&self) -> String {
+        self.journal.display().to_string()
+    }
+}
+
+/// `redis-ferry run`: starts a new job and runs it to the end.
+pub fn start(
+    source: Endpoint,
+    target: Endpoint,
+    options: CopyOptions,
+    launch: &Launch,
+) -> Result<Exit> {
+    Journal::precheck_new(&launch.journal)?;
+    let (mut source_side, target_side) =
+        connect_sides(&source, &target, &options, &launch.shutdown)?;
+    let cursors = plan_cursors(&mut source_side, &options)?;
+    let mut journal = Journal::create(&launch.journal)?;
+    let now = now_ms();
+    journal.insert_job(&JobRecord {
+        state: JobState::Running,
+        source_url: source.redacted(),
+        target_url: target.redacted(),
+        source_tls_ca: source.tls_ca.clone(),
+        target_tls_ca: target.tls_ca.clone(),
+        options: options.clone(),
+        source_nodes: cluster_nodes_json(&source_side)?,
+        started_at: now,
+        updated_at: now,
+        finished_at: None,
+        last_error: None,
+    })?;
+    journal.plan_cursors(&cursors)?;
+    execute_scan(
+        &mut journal,
+        source_side,
+        target_side,
+        &options,
+        launch,
+        "run",
+    )
+}
+
+/// `redis-ferry resume`: continues the journal's job from its cursors.
+pub fn resume(
+    launch: &Launch,
+    source_override: Option<Endpoint>,
+    target_override: Option<Endpoint>,
+) -> Result<Exit> {
+    let mut journal = Journal::open_to_drive(&launch.journal)?;
+    let job = journal.job()?.context("the journal holds no job")?;
+    if job.state == JobState::Completed {
+        println!(
+            "redis-ferry: the job in {} already completed at {}; nothing to resume (`redis-ferry report` shows the result)",
+            launch.journal_shown(),
+            job.finished_at
+                .map(crate::clock::rfc3339)
+                .unwrap_or_default()
+        );
+        return Ok(Exit::Success);
+    }
+    let (source, target) = job_endpoints(&journal, &job, source_override, target_override)?;
+    let (mut source_side, target_side) =
+        connect_sides(&source, &target, &job.options, &launch.shutdown)?;
+    revalidate_cursors(&mut journal, &mut source_side, &job.options)?;
+    execute_scan(
+        &mut journal,
+        source_side,
+        target_side,
+        &job.options,
+        launch,
+        "resume",
+    )
+}
+
+/// `redis-ferry retry`: copies again every key whose latest outcome is one
+/// of `outcomes`, reading the source as it is now.
+pub fn retry(
+    launch: &Launch,
+    outcomes: Vec<Outcome>,
+    source_override: Option<Endpoint>,
+    target_override: Option<Endpoint>,
+) -> Result<Exit> {
+    let mut journal = Journal::open_to_drive(&launch.journal)?;
+    let job = journal.job()?.context("the journal holds no job")?;
+    let (source, target) = job_endpoints(&journal, &job, source_override, target_override)?;
+    let (source_side, target_side) =
+        connect_sides(&source, &target, &job.options, &launch.shutdown)?;
+    let counts = journal.counts()?;
+    let total: u64 = counts
+        .values()
+        .map(|c| outcomes.iter().map(|o| c.get(*o)).sum::<u64>())
+        .sum();
+    journal.begin_run("retry")?;
+    let mut progress = Progress::new(launch.progress, Some(total), 0);
+    let reader = retry_reader(
+        launch.journal.clone(),
+        outcomes.clone(),
+        source_side,
+        job.options.clone(),
+        launch.shutdown.clone(),
+    );
+    let stop = pipeline::run(
+        vec![reader],
+        target_side,
+        WriterSettings {
+            existing: job.options.existing,
+            journal_keys: job.options.journal_keys,
+        },
+        &mut journal,
+        &launch.shutdown,
+        &mut progress,
+    );
+    progress.finish();
+    let names: Vec<&str> = outcomes.iter().map(|o| o.as_str()).collect();
+    finish(
+        &mut journal,
+        stop,
+        &progress,
+        launch,
+        Ending::Retry(names.join(",")),
+    )
+}
+
+/// Where the job's servers are: the stored (redacted) URLs, with passwords
+/// from the environment, or URLs given again on the command line.
+fn job_endpoints(
+    journal: &Journal,
+    job: &JobRecord,
+    source_override: Option<Endpoint>,
+    target_override: Option<Endpoint>,
+) -> Result<(Endpoint, Endpoint)> {
+    let source = stored_endpoint(
+        Role::Source,
+        &job.source_url,
+        job.source_tls_ca.clone(),
+        source_override,
+    )?;
+    let target = stored_endpoint(
+        Role::Target,
+        &job.target_url,
+        job.target_tls_ca.clone(),
+        target_override,
+    )?;
+    if source.redacted() != job.source_url || target.redacted() != job.target_url {
+        journal.set_job_urls(&source.redacted(), &target.redacted())?;
+    }
+    Ok((source, target))
+}
+
+/// The endpoint a later command uses for `role`.
+pub fn stored_endpoint(
+    role: Role,
+    stored_url: &str,
+    stored_ca: Option<PathBuf>,
+    given: Option<Endpoint>,
+) -> Result<Endpoint> {
+    let stored = Endpoint::parse(role, stored_url)
+        .with_context(|| format!("the journal's {role} URL cannot be read"))?
+        .with_tls_ca(stored_ca);
+    let endpoint = match given {
+        Some(given) if given.address == stored.address => {
+            let mut endpoint = stored;
+            endpoint.take_password_from(&given);
+            endpoint.db = given.db.or(endpoint.db);
+            endpoint.with_tls_ca(given.tls_ca)
+        }
+        Some(given) => {
+            eprintln!(
+                "redis-ferry: using {role} {} instead of {} recorded in the journal",
+                given.redacted(),
+                stored.redacted()
+            );
+            let ca = given.tls_ca.clone().or(stored.tls_ca);
+            given.with_tls_ca(ca)
+        }
+        None => stored,
+    };
+    Ok(endpoint.with_env_password())
+}
+
+/// Connects to both sides and refuses what must not run.
+pub fn connect_sides(
+    source: &Endpoint,
+    target: &Endpoint,
+    options: &CopyOptions,
+    shutdown: &Shutdown,
+) -> Result<(Side, Side)> {
+    let budget = options.reconnect_budget();
+    let mut source_side = Side::connect(source, budget, shutdown)?;
+    let target_side = Side::connect(target, budget, shutdown)?;
+    refuse_same_server(&source_side, &target_side)?;
+    refuse_replica_target(&target_side)?;
+    check_versions(&source_side, &target_side, options)?;
+    check_databases(&source_side, &target_side, options)?;
+    if options.source_replicas {
+        use_source_replicas(&mut source_side)?;
+    }
+    Ok((source_side, target_side))
+}
+
+fn refuse_same_server(source: &Side, target: &Side) -> Result<()> {
+    let same = match (source.topology(), target.topology()) {
+        (Some(s), Some(t)) => s.nodes.iter().any(|node| t.node(&node.id).is_some()),
+        _ => source.info.run_id == target.info.run_id,
+    };
+    if same {
+        bail!(
+            "source {} and target {} are the same server (same run_id); point --target at the new server",
+            source.endpoint.redacted(),
+            target.endpoint.redacted()
+        );
+    }
+    Ok(())
+}
+
+fn refuse_replica_target(target: &Side) -> Result<()> {
+    if target.is_cluster() || !target.info.is_replica() {
+        return Ok(());
+    }
+    let primary = target
+        .info
+        .primary
+        .clone()
+        .unwrap_or_else(|| "its primary".to_string());
+    if target.info.replica_read_only {
+        bail!(
+            "target {} is a read-only replica of {primary}; point --target at a primary",
+            target.endpoint.redacted()
+        );
+    }
+    bail!(
+        "target {} is a replica of {primary}: what is written there is lost at its next resync; point --target at a primary",
+        target.endpoint.redacted()
+    );
+}
+
+fn check_versions(source: &Side, target: &Side, options: &CopyOptions) -> Result<()> {
+    if options.ttl == TtlMode::Absolute {
+        for side in [source, target] {
+            if !side.info.at_least(7, 0) {
+                bail!(
+                    "--ttl absolute needs Redis 7 on both sides, and {} {} runs {}; use --ttl relative",
+                    side.role(),
+                    side.endpoint.redacted(),
+                    side.info.version_text()
+                );
+            }
+        }
+    }
+    if options.key_type.is_some() && !source.info.at_least(6, 0) {
+        bail!(
+            "--type needs Redis 6 or later on the source, and {} runs {}",
+            source.endpoint.redacted(),
+            source.info.version_text()
+        );
+    }
+    if (source.info.version.0, source.info.version.1)
+        > (target.info.version.0, target.info.version.1)
+    {
+        eprintln!(
+            "redis-ferry: warning: source runs Redis {} and target {}; RESTORE refuses payloads from a newer version, so keys may fail",
+            source.info.version_text(),
+            target.info.version_text()
+        );
+    }
+    Ok(())
+}
+
+fn check_databases(source: &Side, target: &Side, options: &CopyOptions) -> Result<()> {
+    if source.is_cluster() && options.dbs.iter().any(|db| *db != 0) {
+        return Err(usage_error(
+            "the source is a cluster, which has only db 0; drop --db",
+        ));
+    }
+    if target.is_cluster() {
+        let dbs: Vec<i64> = if source.is_cluster() {
+            vec![0]
+        } else if options.dbs.is_empty() {
+            source.info.keyspace.keys().copied().collect()
+        } else {
+            options.dbs.clone()
+        };
+        if let Some(db) = dbs.iter().find(|db| options.target_db(**db) != 0) {
+            return Err(usage_error(format!(
+                "the target is a cluster, which has only db 0, and source db {db} would go to db {}; add --db-map {db}:0 (keys of several databases then share db 0) or choose databases with --db",
+                options.target_db(*db)
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// `--source-replicas`: scan and read each primary's replica instead.
+fn use_source_replicas(source: &mut Side) -> Result<()> {
+    let Some(topology) = source.topology().cloned() else {
+        eprintln!(
+            "redis-ferry: note: --source-replicas only applies to a cluster source; reading the server given"
+        );
+        return Ok(());
+    };
+    for primary in topology.primaries() {
+        let replica = topology.replica_of(&primary.id).with_context(|| {
+            format!(
+                "--source-replicas: primary {} has no healthy replica to read from",
+                primary.address()
+            )
+        })?;
+        source.read_from_replica(&primary.id, &replica.address());
+    }
+    Ok(())
+}
+
+/// The cursors of a new job: one per source database (standalone) or per
+/// primary (cluster), each starting at 0.
+fn plan_cursors(source: &mut Side, options: &CopyOptions) -> Result<Vec<CursorRecord>> {
+    let now = now_ms();
+    if let Some(topology) = source.topology().cloned() {
+        let infos: BTreeMap<String, _> = source.primaries_info()?.into_iter().collect();
+        return Ok(topology
+            .primaries()
+            .iter()
+            .map(|node| {
+                let info = infos.get(&node.address());
+                CursorRecord {
+                    node: node.id.clone(),
+                    db: 0,
+                    target_db: options.target_db(0),
+                    cursor: 0,
+                    done: false,
+                    run_id: info.map(|i| i.run_id.clone()),
+                    keys_scanned: 0,
+                    keys_expected: info.and_then(|i| i.keyspace.get(&0).copied()).or(Some(0)),
+                    updated_at: now,
+                }
+            })
+            .collect());
+    }
+    let dbs: Vec<i64> = if options.dbs.is_empty() {
+        source.info.keyspace.keys().copied().collect()
+    } else {
+        options.dbs.clone()
+    };
+    Ok(dbs
+        .into_iter()
+        .map(|db| CursorRecord {
+            node: STANDALONE_NODE.to_string(),
+            db,
+            target_db: options.target_db(db),
+            cursor: 0,
+            done: false,
+            run_id: Some(source.info.run_id.clone()),
+            keys_scanned: 0,
+            keys_expected: Some(source.info.keyspace.get(&db).copied().unwrap_or(0)),
+            updated_at: now,
+        })
+        .collect())
+}
+
+fn cluster_nodes_json(source: &Side) -> Result<Option<String>> {
+    Ok(match source.topology() {
+        Some(topology) => Some(serde_json::to_string(&topology.primaries())?),
+        None => None,
+    })
+}
+
+/// Before resuming: a cursor is only worth continuing on the very server
+/// process that produced it (a restarted Redis hashes keys with a new seed),
+/// and only on a node that still serves the same slots.
+fn revalidate_cursors(
+    journal: &mut Journal,
+    source: &mut Side,
+    options: &CopyOptions,
+) -> Result<()> {
+    let cursors = journal.cursors()?;
+    if source.topology().is_none() {
+        for cursor in cursors.iter().filter(|c| !c.done && c.cursor != 0) {
+            if cursor.run_id.as_deref() != Some(source.info.run_id.as_str()) {
+                eprintln!(
+                    "redis-ferry: the source restarted since the last run (its run_id changed), so the saved position in db {} proves nothing: scanning db {} again from the start",
+                    cursor.db, cursor.db
+                );
+                journal.restart_cursor(&cursor.node, cursor.db, &source.info.run_id)?;
+            }
+        }
+        return Ok(());
+    }
+    // Cluster: compare the primaries and their server processes with the
+    // cursors. If anything changed, what the old cursors covered cannot be
+    // proven, so every primary is scanned again (keys already restored are
+    // simply restored again; counts stay per distinct key).
+    let planned = plan_cursors(source, options)?;
+    let same_nodes = planned.len() == cursors.len()
+        && planned.iter().all(|p| {
+            cursors
+                .iter()
+                .any(|c| c.node == p.node && c.run_id == p.run_id)
+        });
+    let topology_now = cluster_nodes_json(source)?;
+    let job = journal.job()?.context("the journal holds no job")?;
+    let same_slots = job.source_nodes == topology_now;
+    if !(same_nodes && same_slots) {
+        eprintln!(
+            "redis-ferry: the source cluster changed since the last run (failover, restart or resharding); its saved positions prove nothing now, so every primary is scanned again"
+        );
+        journal.replace_cursors(&planned)?;
+        if let Some(nodes) = topology_now {
+            journal.set_source_nodes(&nodes)?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs the scan of every unfinished cursor.
+fn execute_scan(
+    journal: &mut Journal,
+    source: Side,
+    target: Side,
+    options: &CopyOptions,
+    launch: &Launch,
+    command: &str,
+) -> Result<Exit> {
+    journal.begin_run(command)?;
+    journal.set_job_state(JobState::Running, None)?;
+    let cursors = journal.cursors()?;
+    let total: u64 = cursors.iter().filter_map(|c| c.keys_expected).sum();
+    let done_before: u64 = cursors.iter().map(|c| c.keys_scanned).sum();
+    let mut progress = Progress::new(launch.progress, Some(total.max(done_before)), done_before);
+
+    // One reader per source node, walking that node's databases in order.
+    let mut by_node: BTreeMap<String, Vec<ScanTask>> = BTreeMap::new();
+    for cursor in cursors.iter().filter(|c| !c.done) {
+        let address = scan_address(&source, &cursor.node)?;
+        by_node
+            .entry(cursor.node.clone())
+            .or_default()
+            .push(ScanTask {
+                node: cursor.node.clone(),
+                address,
+                db: cursor.db,
+                target_db: cursor.target_db,
+                cursor: cursor.cursor,
+                run_id: cursor.run_id.clone().unwrap_or_default(),
+            });
+    }
+    let limiter = RateLimiter::new(options.rate);
+    let readers: Vec<Reader> = by_node
+        .into_values()
+        .map(|tasks| {
+            scan_reader(
+                source.fork(),
+                tasks,
+                options.clone(),
+                limiter.clone(),
+                launch.shutdown.clone(),
+            )
+        })
+        .collect();
+    let stop = pipeline::run(
+        readers,
+        target,
+        WriterSettings {
+            existing: options.existing,
+            journal_keys: options.journal_keys,
+        },
+        journal,
+        &launch.shutdown,
+        &mut progress,
+    );
+    progress.finish();
+    finish(journal, stop, &progress, launch, Ending::Job)
+}
+
+/// Where to send SCAN for a cursor's node.
+fn scan_address(source: &Side, node: &str) -> Result<String> {
+    let Some(topology) = source.topology() else {
+        return Ok(source.seed_address().to_string());
+    };
+    let primary = topology.node(node).with_context(|| {
+        format!("source cluster node {node} is gone; run `redis-ferry resume` again to rescan")
+    })?;
+    Ok(primary.address())
+}
+
+fn scan_reader(
+    mut source: Side,
+    tasks: Vec<ScanTask>,
+    options: CopyOptions,
+    limiter: RateLimiter,
+    shutdown: Shutdown,
+) -> Reader {
+    Box::new(move |emit: &mut dyn FnMut(ReadBatch) -> bool| {
+        for task in &tasks {
+            let mut task = task.clone();
+            if let Some(replica) = source.replica_address_for(&task.node) {
+                task.address = replica;
+            }
+            if !scan_task(
+                &mut source,
+                &task,
+                &options,
+                &limiter,
+                &shutdown,
+                &mut *emit,
+            )? {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    })
+}
+
+/// Pages through the journal's keys with the chosen outcomes and reads
+/// them from the source; `retry`'s reader.
+fn retry_reader(
+    journal_path: PathBuf,
+    outcomes: Vec<Outcome>,
+    mut source: Side,
+    options: CopyOptions,
+    shutdown: Shutdown,
+) -> Reader {
+    Box::new(move |emit: &mut dyn FnMut(ReadBatch) -> bool| {
+        let journal = Journal::open_to_read(&journal_path)?;
+        let limiter = RateLimiter::new(options.rate);
+        let page_size = options.scan_count.max(1) as usize;
+        let mut after: Option<(i64, Vec<u8>)> = None;
+        loop {
+            if shutdown.requested() {
+                return Ok(false);
+            }
+            let page = journal.keys_with_outcomes(
+                &outcomes,
+                after.as_ref().map(|(db, key)| (*db, key.as_slice())),
+                page_size,
+            )?;
+            let Some(last) = page.last().cloned() else {
+                return Ok(true);
+            };
+            after = Some(last);
+            // A batch holds keys of one database.
+            let mut by_db: BTreeMap<i64, Vec<Vec<u8>>> = BTreeMap::new();
+            for (db, key) in page {
+                by_db.entry(db).or_default().push(key);
+            }
+            for (db, keys) in by_db {
+                limiter.acquire(keys.len());
+                let reads = crate::copy::read_keys(&mut source, db, keys, options.ttl)?;
+                let batch = ReadBatch {
+                    db,
+                    target_db: options.target_db(db),
+                    checkpoint: None,
+                    reads,
+                };
+                if !emit(batch) {
+                    return Ok(false);
+                }
+            }
+        }
+    })
+}
+
+enum Ending {
+    Job,
+    Retry(String),
+}
+
+/// Records how the pipeline ended and picks the exit code.
+fn finish(
+    journal: &mut Journal,
+    stop: Stop,
+    progress: &Progress,
+    launch: &Launch,
+    ending: Ending,
+) -> Result<Exit> {
+    let journal_shown = launch.journal_shown();
+    let counts = progress.counts();
+    let done = format!(
+        "{} keys in {} (restored {}, expired {}, skipped {}, failed {}), {:.0} keys/s",
+        counts.total(),
+        short_duration(progress.elapsed()),
+        counts.restored,
+        counts.expired,
+        counts.skipped,
+        counts.failed,
+        progress.rate()
+    );
+    let exit = match stop {
+        Stop::Finished => {
+            if matches!(ending, Ending::Job) {
+                journal.set_job_state(JobState::Completed, None)?;
+            }
+            let failed_total: u64 = journal.counts()?.values().map(|c| c.failed).sum();
+            let what = match &ending {
+                Ending::Job => "job completed".to_string(),
+                Ending::Retry(outcomes) => format!("retry of {outcomes} keys completed"),
+            };
+            println!("redis-ferry: {what}: {done}");
+            if failed_total > 0 {
+                println!(
+                    "redis-ferry: {failed_total} keys failed; see `redis-ferry report --journal {journal_shown} --format csv`, fix the cause, then run `redis-ferry retry --journal {journal_shown}`"
+                );
+                Exit::KeysFailed
+            } else {
+                println!(
+                    "redis-ferry: see `redis-ferry report --journal {journal_shown}` for the audit"
+                );
+                Exit::Success
+            }
+        }
+        Stop::Interrupted => {
+            let again = match ending {
+                Ending::Job => {
+                    journal.set_job_state(JobState::Interrupted, None)?;
+                    format!("redis-ferry resume --journal {journal_shown}")
+                }
+                Ending::Retry(_) => format!("redis-ferry retry --journal {journal_shown}"),
+            };
+            eprintln!(
+                "redis-ferry: interrupted after {done}; everything done so far is in the journal; run `{again}` to continue"
+            );
+            Exit::Interrupted
+        }
+        Stop::Failed(error) => {
+            let text = format!("{error:#}");
+            if matches!(ending, Ending::Job) {
+                journal.set_job_state(JobState::Failed, Some(&text))?;
+            }
+            journal.end_run(Exit::CouldNotRun.code())?;
+            let again = match ending {
+                Ending::Job => "resume",
+                Ending::Retry(_) => "retry",
+            };
+            bail!(
+                "{text}; the job stopped after {done}; fix the cause, then run `redis-ferry {again} --journal {journal_shown}` to continue"
+            );
+        }
+    };
+    journal.end_run(exit.code())?;
+    Ok(exit)
+}

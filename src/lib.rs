@@ -1,0 +1,52 @@
+//! redis-ferry copies every key of a live Redis (standalone or cluster) into
+//! another Redis, records every SCAN cursor and every key's outcome in a
+//! SQLite journal, and can resume, retry and prove afterwards what happened.
+//!
+//! # Layout
+//!
+//! The command line (thin):
+//! - [`cli`]: clap definitions and the entry point; [`commands`]: one file
+//!   per subcommand, turning flags into plain settings.
+//! - [`exit`]: the contract's exit codes.
+//!
+//! A job, from the outside in:
+//! - [`job`]: run / resume / retry: what to copy, the checks before writing,
+//!   how a job ends.
+//! - [`pipeline`]: reader threads → writer thread → journal, overlapping.
+//! - [`scan`]: SCAN cursors walked as checkpointable batches.
+//! - [`copy`]: DUMP + PTTL, RESTORE / DEL, per-key outcomes, redirections.
+//! - [`journal`]: the SQLite journal (schema in `migrations/`), one
+//!   transaction per batch.
+//! - [`status`], [`dry_run`]: read-only views.
+//!
+//! Talking to Redis:
+//! - [`endpoint`]: URLs, passwords (never shown), TLS.
+//! - [`connection`]: one node, pipelines, reconnects, error classes.
+//! - [`side`]: a source or target deployment (standalone or cluster).
+//! - [`cluster`]: topology and hash slots. [`server`]: INFO facts.
+//!
+//! Small pieces: [`options`], [`outcome`], [`escape`] (binary keys as
+//! text), [`progress`], [`rate`], [`interrupt`] (Ctrl-C), [`clock`].
+
+pub mod cli;
+pub mod clock;
+pub mod cluster;
+pub mod commands;
+pub mod connection;
+pub mod copy;
+pub mod dry_run;
+pub mod endpoint;
+pub mod escape;
+pub mod exit;
+pub mod interrupt;
+pub mod job;
+pub mod journal;
+pub mod options;
+pub mod outcome;
+pub mod pipeline;
+pub mod progress;
+pub mod rate;
+pub mod scan;
+pub mod server;
+pub mod side;
+pub mod status;

@@ -1,0 +1,184 @@
+//! The copy pipeline: readers → writer → journal, three stages that
+//! overlap, so the source is read, the target written and the journal
+//! committed at the same time.
+//!
+//! ```text
+//!  reader thread(s)          writer thread            caller's thread
+//!  SCAN + DUMP + PTTL  ──▶  RESTORE / DEL        ──▶  one SQLite transaction
+//!  (one per source node)    (per target node)          per batch, then progress
+//! ```
+//!
+//! Channels are bounded (a few batches), so memory stays flat whatever the
+//! key count. Channels keep order, and each source node has one reader, so
+//! a node's batches are journaled in the order they were scanned: a cursor
+//! is never checkpointed ahead of a key that is not journaled.
+//!
+//! Stopping: on Ctrl-C the readers stop taking new batches, the writer and
+//! the journal finish the ones already read, and the pipeline returns
+//! [`Stop::Interrupted`]. On an error in any stage the others are told to
+//! stop and the batch in flight is abandoned (not journaled; a resume redoes
+//! it).
+
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{RecvTimeoutError, sync_channel};
+use std::time::Duration;
+
+use anyhow::Result;
+
+use crate::copy::write_keys;
+use crate::interrupt::Shutdown;
+use crate::journal::Journal;
+use crate::options::{Existing, JournalKeys};
+use crate::outcome::KeyResult;
+use crate::progress::Progress;
+use crate::scan::{Checkpoint, ReadBatch};
+use crate::side::Side;
+
+/// Batches waiting between two stages.
+const QUEUE_DEPTH: usize = 2;
+
+/// A source of read batches, run on its own thread. It hands each batch to
+/// the callback (which returns false when the pipeline is stopping) and
+/// returns `Ok(true)` when it read everything it had to.
+pub type Reader = Box<dyn FnOnce(&mut dyn FnMut(ReadBatch) -> bool) -> Result<bool> + Send>;
+
+/// How the pipeline ended.
+#[derive(Debug)]
+pub enum Stop {
+    /// Every reader finished and every batch is journaled.
+    Finished,
+    /// Ctrl-C / SIGTERM: what was read is journaled; the rest waits for `resume`.
+    Interrupted,
+    /// An error not about one key stopped the job.
+    Failed(anyhow::Error),
+}
+
+/// Keys written to the target, waiting to be journaled.
+struct WrittenBatch {
+    db: i64,
+    checkpoint: Option<Checkpoint>,
+    results: Vec<KeyResult>,
+}
+
+enum Message<T> {
+    Batch(T),
+    Failed(anyhow::Error),
+}
+
+/// What the writer stage needs.
+pub struct WriterSettings {
+    pub existing: Existing,
+    pub journal_keys: JournalKeys,
+}
+
+/// Runs readers, the writer and the journal until the readers are done,
+/// Ctrl-C, or an error.
+pub fn run(
+    readers: Vec<Reader>,
+    mut target: Side,
+    settings: WriterSettings,
+    journal: &mut Journal,
+    shutdown: &Shutdown,
+    progress: &mut Progress,
+) -> Stop {
+    let (read_tx, read_rx) = sync_channel::<Message<ReadBatch>>(QUEUE_DEPTH);
+    let (written_tx, written_rx) = sync_channel::<Message<WrittenBatch>>(QUEUE_DEPTH);
+    let unfinished_readers = AtomicUsize::new(readers.len());
+    let existing = settings.existing;
+
+    let failure = std::thread::scope(|scope| {
+        for reader in readers {
+            let read_tx = read_tx.clone();
+            let unfinished_readers = &unfinished_readers;
+            scope.spawn(move || {
+                let mut emit = |batch: ReadBatch| read_tx.send(Message::Batch(batch)).is_ok();
+                match reader(&mut emit) {
+                    Ok(true) => {
+                        unfinished_readers.fetch_sub(1, Ordering::SeqCst);
+                    }
+                    Ok(false) => {}
+                    Err(error) => {
+                        let _ = read_tx.send(Message::Failed(error));
+                    }
+                }
+            });
+        }
+        drop(read_tx);
+
+        scope.spawn(move || {
+            for message in read_rx {
+                let forward = match message {
+                    Message::Batch(batch) => {
+                        match write_keys(&mut target, batch.target_db, batch.reads, existing) {
+                            Ok(results) => Message::Batch(WrittenBatch {
+                                db: batch.db,
+                                checkpoint: batch.checkpoint,
+                                results,
+                            }),
+                            Err(error) => Message::Failed(error),
+                        }
+                    }
+                    Message::Failed(error) => Message::Failed(error),
+                };
+                let failed = matches!(forward, Message::Failed(_));
+                if written_tx.send(forward).is_err() || failed {
+                    return;
+                }
+            }
+        });
+
+        let failure = journal_stage(
+            &written_rx,
+            journal,
+            settings.journal_keys,
+            shutdown,
+            progress,
+        );
+        if failure.is_some() {
+            // Wake every stage: readers check the flag, the writer sees the
+            // channel close.
+            shutdown.request();
+        }
+        drop(written_rx);
+        failure
+    });
+
+    match failure {
+        Some(error) => Stop::Failed(error),
+        None if unfinished_readers.load(Ordering::SeqCst) == 0 => Stop::Finished,
+        None => Stop::Interrupted,
+    }
+}
+
+/// Commits written batches until the writer is done; returns the first error.
+fn journal_stage(
+    written: &std::sync::mpsc::Receiver<Message<WrittenBatch>>,
+    journal: &mut Journal,
+    journal_keys: JournalKeys,
+    shutdown: &Shutdown,
+    progress: &mut Progress,
+) -> Option<anyhow::Error> {
+    loop {
+        match written.recv_timeout(Duration::from_millis(250)) {
+            Ok(Message::Batch(batch)) => {
+                if let Err(error) = journal.commit_batch(
+                    batch.db,
+                    &batch.results,
+                    batch.checkpoint.as_ref(),
+                    journal_keys,
+                ) {
+                    return Some(error);
+                }
+                progress.record(&batch.results);
+            }
+            Ok(Message::Failed(error)) => return Some(error),
+            Err(RecvTimeoutError::Timeout) => {
+                progress.tick();
+                if shutdown.requested() {
+                    progress.note_stopping();
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => return None,
+        }
+    }
+}

@@ -1,0 +1,286 @@
+//! `redis-ferry status`: where the job stands, read from the journal alone
+//! (no server is contacted), so it works from a second terminal while a
+//! run is writing. [`JobSummary`] is also the base of `report`, which is why
+//! the two always agree on every count.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::clock::{rfc3339, short_duration};
+use crate::escape::escape_key;
+use crate::exit::Exit;
+use crate::journal::{self, JobState, Journal};
+use crate::options::CopyOptions;
+use crate::outcome::OutcomeCounts;
+
+/// Everything `status` shows; serialized as the contract's JSON object.
+#[derive(Debug, Clone, Serialize)]
+pub struct JobSummary {
+    pub job: JobView,
+    pub outcomes: OutcomeCounts,
+    pub dbs: Vec<DbView>,
+    pub cursors: Vec<CursorView>,
+    pub progress: ProgressView,
+    pub last_errors: Vec<ErrorView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct JobView {
+    /// running | interrupted | completed | failed. A job recorded as running
+    /// whose process is gone (killed) shows as interrupted.
+    pub state: String,
+    pub source: String,
+    pub target: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub updated_at: String,
+    /// A process holds the journal right now.
+    pub active: bool,
+    pub last_error: Option<String>,
+    pub options: CopyOptions,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct DbView {
+    pub db: i64,
+    pub target_db: i64,
+    /// Keys in the source database now (`report` fills it; `status` leaves null).
+    pub source_keys: Option<u64>,
+    /// Keys in the target database now.
+    pub target_keys: Option<u64>,
+    pub restored: u64,
+    pub expired: u64,
+    pub skipped: u64,
+    pub failed: u64,
+    pub mismatch: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct CursorView {
+    pub node: String,
+    pub db: i64,
+    pub target_db: i64,
+    /// SCAN cursor as text (an unsigned 64-bit value).
+    pub cursor: String,
+    pub done: bool,
+    pub keys_scanned: u64,
+    pub keys_expected: Option<u64>,
+    pub updated_at: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ProgressView {
+    pub keys_scanned: u64,
+    pub keys_expected: u64,
+    /// Keys per second of the latest run (run, resume or retry).
+    pub rate_keys_per_second: Option<f64>,
+    pub eta_seconds: Option<u64>,
+    pub latest_command: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorView {
+    pub db: i64,
+    /// Escaped as the contract says.
+    pub key: String,
+    pub error: String,
+    pub at: String,
+}
+
+impl JobSummary {
+    /// Reads the summary from an open journal.
+    pub fn read(journal: &Journal) -> Result<JobSummary> {
+        let job = journal.job()?.context("the journal holds no job")?;
+        let active = journal::is_locked(journal.path());
+        let state = if job.state == JobState::Running && !active {
+            JobState::Interrupted
+        } else {
+            job.state
+        };
+        let counts = journal.counts()?;
+        let cursors = journal.cursors()?;
+        let mut outcomes = OutcomeCounts::default();
+        for db_counts in counts.values() {
+            outcomes.merge(db_counts);
+        }
+        let mut dbs: BTreeMap<i64, DbView> = BTreeMap::new();
+        let view_for = |db: i64| DbView {
+            db,
+            target_db: job.options.target_db(db),
+            source_keys: None,
+            target_keys: None,
+            restored: 0,
+            expired: 0,
+            skipped: 0,
+            failed: 0,
+            mismatch: 0,
+        };
+        for cursor in &cursors {
+            dbs.entry(cursor.db).or_insert_with(|| view_for(cursor.db));
+        }
+        for (db, c) in &counts {
+            let view = dbs.entry(*db).or_insert_with(|| view_for(*db));
+            view.restored = c.restored;
+            view.expired = c.expired;
+            view.skipped = c.skipped;
+            view.failed = c.failed;
+            view.mismatch = c.mismatch;
+        }
+        let keys_scanned: u64 = cursors.iter().map(|c| c.keys_scanned).sum();
+        let keys_expected: u64 = cursors
+            .iter()
+            .filter_map(|c| c.keys_expected)
+            .sum::<u64>()
+            .max(keys_scanned);
+        let latest = journal.runs()?.pop();
+        let rate = latest.as_ref().and_then(|run| {
+            let seconds = (run.updated_at - run.started_at) as f64 / 1000.0;
+            (seconds > 0.5 && run.keys_processed > 0).then(|| run.keys_processed as f64 / seconds)
+        });
+        let all_done = cursors.iter().all(|c| c.done);
+        let eta_seconds = match rate {
+            Some(rate) if active && !all_done => {
+                Some(((keys_expected - keys_scanned) as f64 / rate) as u64)
+            }
+            _ => None,
+        };
+        let last_errors = journal
+            .last_errors(5)?
+            .into_iter()
+            .map(|row| ErrorView {
+                db: row.db,
+                key: escape_key(&row.key),
+                error: row.error.unwrap_or_default(),
+                at: rfc3339(row.updated_at),
+            })
+            .collect();
+        Ok(JobSummary {
+            job: JobView {
+                state: state.as_str().to_string(),
+                source: job.source_url,
+                target: job.target_url,
+                started_at: rfc3339(job.started_at),
+                finished_at: job.finished_at.map(rfc3339),
+                updated_at: rfc3339(job.updated_at),
+                active,
+                last_error: job.last_error,
+                options: job.options,
+            },
+            outcomes,
+            dbs: dbs.into_values().collect(),
+            cursors: cursors
+                .into_iter()
+                .map(|c| CursorView {
+                    node: c.node,
+                    db: c.db,
+                    target_db: c.target_db,
+                    cursor: c.cursor.to_string(),
+                    done: c.done,
+                    keys_scanned: c.keys_scanned,
+                    keys_expected: c.keys_expected,
+                    updated_at: rfc3339(c.updated_at),
+                })
+                .collect(),
+            progress: ProgressView {
+                keys_scanned,
+                keys_expected,
+                rate_keys_per_second: rate.map(|r| r.round()),
+                eta_seconds,
+                latest_command: latest.map(|run| run.command),
+            },
+            last_errors,
+        })
+    }
+
+    /// The plain-text view `status` prints.
+    pub fn to_text(&self) -> String {
+        let mut out = String::new();
+        let job = &self.job;
+        let activity = if job.active {
+            " (a process is working on it)"
+        } else {
+            ""
+        };
+        let _ = writeln!(out, "job:      {}{activity}", job.state);
+        let _ = writeln!(out, "source:   {}", job.source);
+        let _ = writeln!(out, "target:   {}", job.target);
+        let _ = writeln!(out, "started:  {}", job.started_at);
+        if let Some(finished) = &job.finished_at {
+            let _ = writeln!(out, "finished: {finished}");
+        }
+        let o = &self.outcomes;
+        let _ = writeln!(
+            out,
+            "keys:     {} restored, {} expired, {} skipped, {} failed, {} mismatch",
+            o.restored, o.expired, o.skipped, o.failed, o.mismatch
+        );
+        let p = &self.progress;
+        let mut line = format!(
+            "progress: {} of ~{} keys scanned",
+            p.keys_scanned, p.keys_expected
+        );
+        if let Some(rate) = p.rate_keys_per_second {
+            let _ = write!(
+                line,
+                ", {rate:.0} keys/s in the latest {}",
+                p.latest_command.as_deref().unwrap_or("run")
+            );
+        }
+        if let Some(eta) = p.eta_seconds {
+            let _ = write!(
+                line,
+                ", ETA {}",
+                short_duration(std::time::Duration::from_secs(eta))
+            );
+        }
+        let _ = writeln!(out, "{line}");
+        if !self.cursors.is_empty() {
+            let _ = writeln!(out, "cursors:");
+            for c in &self.cursors {
+                let state = if c.done {
+                    "done".to_string()
+                } else {
+                    format!("at cursor {}", c.cursor)
+                };
+                let expected = c
+                    .keys_expected
+                    .map(|e| format!(" of ~{e}"))
+                    .unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "  {} db {} -> db {}: {}{} keys scanned, {}",
+                    c.node, c.db, c.target_db, c.keys_scanned, expected, state
+                );
+            }
+        }
+        if let Some(error) = &job.last_error {
+            let _ = writeln!(out, "stopped because: {error}");
+        }
+        if !self.last_errors.is_empty() {
+            let _ = writeln!(out, "last errors:");
+            for e in &self.last_errors {
+                let _ = writeln!(out, "  db {} \"{}\": {} ({})", e.db, e.key, e.error, e.at);
+            }
+        }
+        if !job.active && matches!(job.state.as_str(), "interrupted" | "failed" | "running") {
+            let _ = writeln!(out, "next:     `redis-ferry resume` continues the job");
+        }
+        out
+    }
+}
+
+/// `redis-ferry status [--json]`.
+pub fn run(journal_path: &Path, json: bool) -> Result<Exit> {
+    let journal = Journal::open_to_read(journal_path)?;
+    let summary = JobSummary::read(&journal)?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        print!("{}", summary.to_text());
+    }
+    Ok(Exit::Success)
+}
