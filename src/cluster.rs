@@ -83,7 +83,7 @@ impl Topology {
     /// Reads `CLUSTER NODES` through `connection`.
     pub fn discover(connection: &mut NodeConnection) -> Result<Topology> {
         let reply = connection
-            .command(&redis::cmd("CLUSTER").arg("NODES"))
+            .command(redis::cmd("CLUSTER").arg("NODES"))
             .with_context(|| {
                 format!(
                     "cannot read the cluster topology from {} {}",

@@ -57,6 +57,8 @@ impl NodeConnection {
                 )
             })?;
         set_timeouts(&connection);
+        let mut connection = connection;
+        check_authenticated(&mut connection, endpoint)?;
         Ok(NodeConnection {
             endpoint: endpoint.clone(),
             client,
@@ -149,6 +151,25 @@ impl NodeConnection {
         }
         connection.req_packed_commands(packed, 0, count)
     }
+}
+
+/// A server with a password accepts the connection and refuses the first
+/// command; say so at connect time, in the operator's terms.
+fn check_authenticated(connection: &mut redis::Connection, endpoint: &Endpoint) -> Result<()> {
+    let refused = match connection.req_command(&redis::cmd("PING")) {
+        Ok(Value::ServerError(error)) => error.code() == "NOAUTH",
+        Err(error) => error.to_string().contains("NOAUTH"),
+        Ok(_) => false,
+    };
+    if refused {
+        bail!(
+            "cannot connect to {} {}: authentication required: put the password in the URL or in {}",
+            endpoint.role,
+            endpoint.redacted(),
+            endpoint.role.password_variable()
+        );
+    }
+    Ok(())
 }
 
 fn set_timeouts(connection: &redis::Connection) {

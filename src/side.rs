@@ -117,10 +117,7 @@ impl Side {
             candidates.extend(topology.primaries().iter().map(|node| node.address()));
         }
         for address in candidates {
-            match self
-                .connection(&address)
-                .and_then(|connection| Topology::discover(connection))
-            {
+            match self.connection(&address).and_then(Topology::discover) {
                 Ok(topology) if topology.covers_all_slots() => {
                     self.topology = Some(topology);
                     return Ok(());

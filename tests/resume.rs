@@ -1,0 +1,271 @@
+//! Interruptions lose nothing: Ctrl-C, SIGTERM and SIGKILL at several
+//! moments, then `resume`, end with the target equal to the source; one
+//! journal is never driven by two processes; `status` works during a run.
+
+mod common;
+
+use std::time::Duration;
+
+use common::*;
+
+/// Keys in the source for the interruption tests, and the pace that makes a
+/// run take a few seconds, long enough to interrupt it in the middle.
+const KEYS: usize = 20_000;
+const RATE: &str = "8000";
+
+fn source_with_data() -> RedisServer {
+    let source = RedisServer::start();
+    fill_strings(&mut source.connection(), "k", KEYS / 2, Some(4));
+    fill_strings(&mut source.connection_db(1), "other", KEYS / 2, None);
+    fill_every_type(&mut source.connection_db(2), "t");
+    source
+}
+
+fn run_args<'a>(source: &'a str, target: &'a str, journal: &'a str, rate: bool) -> Vec<&'a str> {
+    let mut args = vec![
+        "run",
+        "--source",
+        source,
+        "--target",
+        target,
+        "--journal",
+        journal,
+        "--progress",
+        "log",
+    ];
+    if rate {
+        args.extend(["--rate", RATE, "--scan-count", "200"]);
+    }
+    args
+}
+
+/// Waits until the journal shows at least `keys` keys done.
+fn wait_for_progress(journal: &str, keys: u64) {
+    wait_until(
+        &format!("{keys} keys journaled"),
+        Duration::from_secs(60),
+        || {
+            if !std::path::Path::new(journal).exists() {
+                return false;
+            }
+            let output = ferry(&["status", "--journal", journal, "--json"]);
+            if output.status.code() != Some(0) {
+                return false;
+            }
+            let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+            status["outcomes"]["restored"].as_u64().unwrap_or(0) >= keys
+        },
+    );
+}
+
+#[test]
+fn ctrl_c_stops_cleanly_and_resume_finishes_the_job() {
+    let source = source_with_data();
+    let target = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let journal = journal_in(&dir);
+    let (s, t) = (source.url(), target.url());
+    let child = spawn_ferry(&run_args(&s, &t, &journal, true));
+    wait_for_progress(&journal, 2000);
+    signal(&child, "INT");
+    let output = finish(child);
+    assert_exit(&output, 130);
+    assert!(
+        stderr(&output).contains("redis-ferry resume --journal"),
+        "{}",
+        describe(&output)
+    );
+    let status = status_json(&journal);
+    assert_eq!(status["job"]["state"], "interrupted");
+    let restored = status["outcomes"]["restored"].as_u64().unwrap();
+    assert!(
+        restored >= 2000 && restored < KEYS as u64,
+        "restored {restored}"
+    );
+    // Everything the journal calls restored is on the target.
+    assert!(dbsize(&mut target.connection(), 0) + dbsize(&mut target.connection(), 1) >= restored);
+
+    let output = ferry(&["resume", "--journal", &journal, "--progress", "off"]);
+    assert_exit(&output, 0);
+    assert_servers_equal(&source, &target, &[0, 1, 2]);
+    let status = status_json(&journal);
+    assert_eq!(status["job"]["state"], "completed");
+    assert_eq!(status["outcomes"]["restored"], KEYS as u64 + 9);
+}
+
+#[test]
+fn sigterm_is_handled_like_ctrl_c() {
+    let source = source_with_data();
+    let target = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let journal = journal_in(&dir);
+    let (s, t) = (source.url(), target.url());
+    let child = spawn_ferry(&run_args(&s, &t, &journal, true));
+    wait_for_progress(&journal, 1000);
+    signal(&child, "TERM");
+    let output = finish(child);
+    assert_exit(&output, 130);
+    assert_eq!(status_json(&journal)["job"]["state"], "interrupted");
+    assert_exit(
+        &ferry(&["resume", "--journal", &journal, "--progress", "off"]),
+        0,
+    );
+    assert_servers_equal(&source, &target, &[0, 1, 2]);
+}
+
+#[test]
+fn sigkill_at_several_moments_then_resume_loses_no_key() {
+    let source = source_with_data();
+    let target = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let journal = journal_in(&dir);
+    let (s, t) = (source.url(), target.url());
+
+    // Killed early, in the middle, and late; each time by SIGKILL, so no
+    // handler runs and no batch is finished on purpose.
+    let child = spawn_ferry(&run_args(&s, &t, &journal, true));
+    wait_for_progress(&journal, 500);
+    signal(&child, "KILL");
+    finish(child);
+    for threshold in [6_000, 14_000] {
+        let child = spawn_ferry(&["resume", "--journal", &journal, "--progress", "off"]);
+        wait_for_progress(&journal, threshold);
+        signal(&child, "KILL");
+        finish(child);
+        // A killed run still says "running" in the journal; status knows
+        // no process holds it.
+        assert_eq!(status_json(&journal)["job"]["state"], "interrupted");
+    }
+    let output = ferry(&["resume", "--journal", &journal, "--progress", "off"]);
+    assert_exit(&output, 0);
+    assert_servers_equal(&source, &target, &[0, 1, 2]);
+    let status = status_json(&journal);
+    assert_eq!(
+        status["outcomes"]["restored"],
+        KEYS as u64 + 9,
+        "each key counted once"
+    );
+    assert_eq!(status["outcomes"]["failed"], 0);
+}
+
+#[test]
+fn a_journal_is_never_driven_by_two_processes() {
+    let source = source_with_data();
+    let target = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let journal = journal_in(&dir);
+    let (s, t) = (source.url(), target.url());
+    let child = spawn_ferry(&run_args(&s, &t, &journal, true));
+    wait_for_progress(&journal, 500);
+
+    let second = ferry(&["resume", "--journal", &journal, "--progress", "off"]);
+    assert_exit(&second, 1);
+    assert!(
+        stderr(&second).contains("is in use by another redis-ferry process"),
+        "{}",
+        describe(&second)
+    );
+
+    let third = ferry(&run_args(&s, &t, &journal, false));
+    assert_exit(&third, 1);
+    assert!(
+        stderr(&third).contains("already holds a job"),
+        "{}",
+        describe(&third)
+    );
+
+    // status --json works from a second process while the run writes.
+    let status = status_json(&journal);
+    assert_eq!(status["job"]["state"], "running");
+    assert_eq!(status["job"]["active"], true);
+    assert!(status["outcomes"]["restored"].as_u64().unwrap() >= 500);
+    assert_eq!(status["job"]["source"], source.url());
+    assert!(
+        status["dbs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|db| db["source_keys"].is_null())
+    );
+    assert!(status["cursors"].as_array().unwrap().len() == 3);
+
+    signal(&child, "INT");
+    assert_exit(&finish(child), 130);
+    assert_exit(
+        &ferry(&["resume", "--journal", &journal, "--progress", "off"]),
+        0,
+    );
+    assert_servers_equal(&source, &target, &[0, 1, 2]);
+
+    // A completed job: resume says so and exits 0; run refuses the journal.
+    let again = ferry(&["resume", "--journal", &journal]);
+    assert_exit(&again, 0);
+    assert!(
+        stdout(&again).contains("already completed"),
+        "{}",
+        describe(&again)
+    );
+    let before = file_bytes(std::path::Path::new(&journal));
+    let refused = ferry(&run_args(&s, &t, &journal, false));
+    assert_exit(&refused, 1);
+    assert!(
+        stderr(&refused).contains("already holds a completed job"),
+        "{}",
+        describe(&refused)
+    );
+    assert_eq!(
+        file_bytes(std::path::Path::new(&journal)),
+        before,
+        "the journal is left byte-for-byte unchanged"
+    );
+}
+
+#[test]
+fn a_restarted_source_is_scanned_again_from_the_start() {
+    let mut source = RedisServer::start();
+    fill_strings(&mut source.connection(), "k", 3000, None);
+    let target = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let journal = journal_in(&dir);
+    let (s, t) = (source.url(), target.url());
+    let child = spawn_ferry(&[
+        "run",
+        "--source",
+        &s,
+        "--target",
+        &t,
+        "--journal",
+        &journal,
+        "--rate",
+        "1000",
+        "--scan-count",
+        "100",
+    ]);
+    wait_for_progress(&journal, 300);
+    signal(&child, "INT");
+    assert_exit(&finish(child), 130);
+    // Same data, new process: its hash seed and so its SCAN order differ.
+    source.stop();
+    let source = {
+        let _ = &source;
+        let replacement = RedisServer::start();
+        fill_strings(&mut replacement.connection(), "k", 3000, None);
+        replacement
+    };
+    let output = ferry(&[
+        "resume",
+        "--journal",
+        &journal,
+        "--source",
+        &source.url(),
+        "--progress",
+        "off",
+    ]);
+    assert_exit(&output, 0);
+    assert!(
+        stderr(&output).contains("again from the start"),
+        "{}",
+        describe(&output)
+    );
+    assert_servers_equal(&source, &target, &[0]);
+}
