@@ -46,6 +46,32 @@ pub struct ClusterNode {
     pub migrating: Vec<u16>,
     /// Slots this node is receiving from another node right now.
     pub importing: Vec<u16>,
+    /// The node's config epoch: bumped when it takes over slots.
+    #[serde(default)]
+    pub config_epoch: u64,
+}
+
+/// What a node served when its scan started: enough to tell later whether
+/// keys could have moved in behind its cursor.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NodeLayout {
+    pub slots: Vec<(u16, u16)>,
+    pub config_epoch: u64,
+}
+
+impl NodeLayout {
+    /// Whether a node that had `self` and now has `now` may hold keys its
+    /// scan never saw: it gained a slot, or its epoch moved (it took slots
+    /// over, perhaps giving them back since).
+    pub fn may_have_gained_keys(&self, now: &NodeLayout) -> bool {
+        if self.config_epoch != now.config_epoch {
+            return true;
+        }
+        let had = |slot: u16| self.slots.iter().any(|(a, b)| (*a..=*b).contains(&slot));
+        now.slots
+            .iter()
+            .any(|(a, b)| (*a..=*b).any(|slot| !had(slot)))
+    }
 }
 
 impl ClusterNode {
@@ -54,6 +80,15 @@ impl ClusterNode {
             format!("[{}]:{}", self.host, self.port)
         } else {
             format!("{}:{}", self.host, self.port)
+        }
+    }
+
+    pub fn layout(&self) -> NodeLayout {
+        let mut slots = self.slots.clone();
+        slots.sort_unstable();
+        NodeLayout {
+            slots,
+            config_epoch: self.config_epoch,
         }
     }
 
@@ -194,6 +229,7 @@ fn parse_node_line(line: &str, connected_host: &str, connected_port: u16) -> Res
         slots: Vec::new(),
         migrating: Vec::new(),
         importing: Vec::new(),
+        config_epoch: fields[6].parse().unwrap_or(0),
     };
     for slot in &fields[8..] {
         if let Some(inner) = slot.strip_prefix('[').and_then(|s| s.strip_suffix(']')) {
@@ -255,5 +291,28 @@ e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca 127.0.0.1:30001@31001 myself,master - 0
             .replica_of("e7d1eecce10fd6bb5eb35b9f99a514335d9ba9ca")
             .unwrap();
         assert_eq!(replica.port, 30004);
+        assert_eq!(topology.owner(0).unwrap().config_epoch, 1);
+    }
+
+    #[test]
+    fn a_node_that_gained_slots_or_epoch_may_hold_unseen_keys() {
+        let layout = |slots: Vec<(u16, u16)>, config_epoch| NodeLayout {
+            slots,
+            config_epoch,
+        };
+        let before = layout(vec![(0, 100)], 3);
+        assert!(!before.may_have_gained_keys(&before));
+        assert!(
+            !before.may_have_gained_keys(&layout(vec![(0, 50)], 3)),
+            "only lost slots"
+        );
+        assert!(
+            before.may_have_gained_keys(&layout(vec![(0, 101)], 3)),
+            "gained slot 101"
+        );
+        assert!(
+            before.may_have_gained_keys(&layout(vec![(0, 100)], 4)),
+            "epoch moved"
+        );
     }
 }

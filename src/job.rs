@@ -135,9 +135,10 @@ pub fn retry(
         job.options.clone(),
         launch.shutdown.clone(),
     );
+    let mut target_side = target_side;
     let stop = pipeline::run(
         vec![reader],
-        target_side,
+        &mut target_side,
         WriterSettings {
             existing: job.options.existing,
             journal_keys: job.options.journal_keys,
@@ -350,26 +351,8 @@ fn use_source_replicas(source: &mut Side) -> Result<()> {
 /// primary (cluster), each starting at 0.
 fn plan_cursors(source: &mut Side, options: &CopyOptions) -> Result<Vec<CursorRecord>> {
     let now = now_ms();
-    if let Some(topology) = source.topology().cloned() {
-        let infos: BTreeMap<String, _> = source.primaries_info()?.into_iter().collect();
-        return Ok(topology
-            .primaries()
-            .iter()
-            .map(|node| {
-                let info = infos.get(&node.address());
-                CursorRecord {
-                    node: node.id.clone(),
-                    db: 0,
-                    target_db: options.target_db(0),
-                    cursor: 0,
-                    done: false,
-                    run_id: info.map(|i| i.run_id.clone()),
-                    keys_scanned: 0,
-                    keys_expected: info.and_then(|i| i.keyspace.get(&0).copied()).or(Some(0)),
-                    updated_at: now,
-                }
-            })
-            .collect());
+    if source.is_cluster() {
+        return crate::coverage::plan(source, options);
     }
     let dbs: Vec<i64> = if options.dbs.is_empty() {
         source.info.keyspace.keys().copied().collect()
@@ -388,6 +371,7 @@ fn plan_cursors(source: &mut Side, options: &CopyOptions) -> Result<Vec<CursorRe
             keys_scanned: 0,
             keys_expected: Some(source.info.keyspace.get(&db).copied().unwrap_or(0)),
             updated_at: now,
+            node_layout: None,
         })
         .collect())
 }
@@ -400,57 +384,42 @@ fn cluster_nodes_json(source: &Side) -> Result<Option<String>> {
 }
 
 /// Before resuming: a cursor is only worth continuing on the very server
-/// process that produced it (a restarted Redis hashes keys with a new seed),
-/// and only on a node that still serves the same slots.
+/// process that produced it (a restarted Redis hashes keys with a new
+/// seed), and for a cluster only on a node that gained no slots since.
 fn revalidate_cursors(
     journal: &mut Journal,
     source: &mut Side,
     options: &CopyOptions,
 ) -> Result<()> {
-    let cursors = journal.cursors()?;
-    if source.topology().is_none() {
-        for cursor in cursors.iter().filter(|c| !c.done && c.cursor != 0) {
-            if cursor.run_id.as_deref() != Some(source.info.run_id.as_str()) {
-                eprintln!(
-                    "redis-ferry: the source restarted since the last run (its run_id changed), so the saved position in db {} proves nothing: scanning db {} again from the start",
-                    cursor.db, cursor.db
-                );
-                journal.restart_cursor(&cursor.node, cursor.db, &source.info.run_id)?;
-            }
+    if source.is_cluster() {
+        for reason in crate::coverage::reconcile(journal, source, options)? {
+            eprintln!("redis-ferry: scanning again: {reason}");
         }
         return Ok(());
     }
-    // Cluster: compare the primaries and their server processes with the
-    // cursors. If anything changed, what the old cursors covered cannot be
-    // proven, so every primary is scanned again (keys already restored are
-    // simply restored again; counts stay per distinct key).
-    let planned = plan_cursors(source, options)?;
-    let same_nodes = planned.len() == cursors.len()
-        && planned.iter().all(|p| {
-            cursors
-                .iter()
-                .any(|c| c.node == p.node && c.run_id == p.run_id)
-        });
-    let topology_now = cluster_nodes_json(source)?;
-    let job = journal.job()?.context("the journal holds no job")?;
-    let same_slots = job.source_nodes == topology_now;
-    if !(same_nodes && same_slots) {
-        eprintln!(
-            "redis-ferry: the source cluster changed since the last run (failover, restart or resharding); its saved positions prove nothing now, so every primary is scanned again"
-        );
-        journal.replace_cursors(&planned)?;
-        if let Some(nodes) = topology_now {
-            journal.set_source_nodes(&nodes)?;
+    for cursor in journal
+        .cursors()?
+        .iter()
+        .filter(|c| !c.done && c.cursor != 0)
+    {
+        if cursor.run_id.as_deref() != Some(source.info.run_id.as_str()) {
+            eprintln!(
+                "redis-ferry: the source restarted since the last run (its run_id changed), so the saved position in db {} proves nothing: scanning db {} again from the start",
+                cursor.db, cursor.db
+            );
+            journal.restart_cursor(&cursor.node, cursor.db, &source.info.run_id, None)?;
         }
     }
     Ok(())
 }
 
-/// Runs the scan of every unfinished cursor.
+/// Runs the scan of every unfinished cursor, pass after pass until the
+/// source is provably covered (a cluster whose slots moved during a pass
+/// has some nodes scanned again; see [`crate::coverage`]).
 fn execute_scan(
     journal: &mut Journal,
-    source: Side,
-    target: Side,
+    mut source: Side,
+    mut target: Side,
     options: &CopyOptions,
     launch: &Launch,
     command: &str,
@@ -461,25 +430,64 @@ fn execute_scan(
     let total: u64 = cursors.iter().filter_map(|c| c.keys_expected).sum();
     let done_before: u64 = cursors.iter().map(|c| c.keys_scanned).sum();
     let mut progress = Progress::new(launch.progress, Some(total.max(done_before)), done_before);
+    let limiter = RateLimiter::new(options.rate);
+    let settings = WriterSettings {
+        existing: options.existing,
+        journal_keys: options.journal_keys,
+    };
+    let stop = loop {
+        let readers = scan_readers(journal, &source, options, &limiter, &launch.shutdown)?;
+        let stop = pipeline::run(
+            readers,
+            &mut target,
+            settings,
+            journal,
+            &launch.shutdown,
+            &mut progress,
+        );
+        if !matches!(stop, Stop::Finished) {
+            break stop;
+        }
+        match crate::coverage::reconcile(journal, &mut source, options) {
+            Err(error) => break Stop::Failed(error),
+            Ok(_) if launch.shutdown.requested() => break Stop::Interrupted,
+            Ok(reasons) if reasons.is_empty() => break Stop::Finished,
+            Ok(reasons) => {
+                for reason in reasons {
+                    eprintln!("redis-ferry: scanning again: {reason}");
+                }
+            }
+        }
+    };
+    progress.finish();
+    finish(journal, stop, &progress, launch, Ending::Job)
+}
 
-    // One reader per source node, walking that node's databases in order.
+/// One reader per source node, walking that node's unfinished databases in
+/// order (so a node's batches are journaled in scan order).
+fn scan_readers(
+    journal: &Journal,
+    source: &Side,
+    options: &CopyOptions,
+    limiter: &RateLimiter,
+    shutdown: &Shutdown,
+) -> Result<Vec<Reader>> {
     let mut by_node: BTreeMap<String, Vec<ScanTask>> = BTreeMap::new();
-    for cursor in cursors.iter().filter(|c| !c.done) {
-        let address = scan_address(&source, &cursor.node)?;
+    for cursor in journal.cursors()?.into_iter().filter(|c| !c.done) {
+        let address = scan_address(source, &cursor.node)?;
         by_node
             .entry(cursor.node.clone())
             .or_default()
             .push(ScanTask {
-                node: cursor.node.clone(),
+                node: cursor.node,
                 address,
                 db: cursor.db,
                 target_db: cursor.target_db,
                 cursor: cursor.cursor,
-                run_id: cursor.run_id.clone().unwrap_or_default(),
+                run_id: cursor.run_id.unwrap_or_default(),
             });
     }
-    let limiter = RateLimiter::new(options.rate);
-    let readers: Vec<Reader> = by_node
+    Ok(by_node
         .into_values()
         .map(|tasks| {
             scan_reader(
@@ -487,23 +495,10 @@ fn execute_scan(
                 tasks,
                 options.clone(),
                 limiter.clone(),
-                launch.shutdown.clone(),
+                shutdown.clone(),
             )
         })
-        .collect();
-    let stop = pipeline::run(
-        readers,
-        target,
-        WriterSettings {
-            existing: options.existing,
-            journal_keys: options.journal_keys,
-        },
-        journal,
-        &launch.shutdown,
-        &mut progress,
-    );
-    progress.finish();
-    finish(journal, stop, &progress, launch, Ending::Job)
+        .collect())
 }
 
 /// Where to send SCAN for a cursor's node.
@@ -512,9 +507,9 @@ fn scan_address(source: &Side, node: &str) -> Result<String> {
         return Ok(source.seed_address().to_string());
     };
     let primary = topology.node(node).with_context(|| {
-        format!("source cluster node {node} is gone; run `redis-ferry resume` again to rescan")
+        format!("source cluster node {node} is gone; run `redis-ferry resume` to scan the primaries that hold its keys now")
     })?;
-    Ok(primary.address())
+    Ok(crate::coverage::scan_address(source, primary))
 }
 
 fn scan_reader(

@@ -23,7 +23,8 @@
 //! - [`endpoint`]: URLs, passwords (never shown), TLS.
 //! - [`connection`]: one node, pipelines, reconnects, error classes.
 //! - [`side`]: a source or target deployment (standalone or cluster).
-//! - [`cluster`]: topology and hash slots. [`server`]: INFO facts.
+//! - [`cluster`]: topology and hash slots; [`coverage`]: proving a cluster
+//!   source was covered while its slots move. [`server`]: INFO facts.
 //!
 //! Small pieces: [`options`], [`outcome`], [`escape`] (binary keys as
 //! text), [`progress`], [`rate`], [`interrupt`] (Ctrl-C), [`clock`].
@@ -34,6 +35,7 @@ pub mod cluster;
 pub mod commands;
 pub mod connection;
 pub mod copy;
+pub mod coverage;
 pub mod dry_run;
 pub mod endpoint;
 pub mod escape;

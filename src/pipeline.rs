@@ -66,6 +66,7 @@ enum Message<T> {
 }
 
 /// What the writer stage needs.
+#[derive(Debug, Clone, Copy)]
 pub struct WriterSettings {
     pub existing: Existing,
     pub journal_keys: JournalKeys,
@@ -75,7 +76,7 @@ pub struct WriterSettings {
 /// Ctrl-C, or an error.
 pub fn run(
     readers: Vec<Reader>,
-    mut target: Side,
+    target: &mut Side,
     settings: WriterSettings,
     journal: &mut Journal,
     shutdown: &Shutdown,
@@ -109,7 +110,7 @@ pub fn run(
             for message in read_rx {
                 let forward = match message {
                     Message::Batch(batch) => {
-                        match write_keys(&mut target, batch.target_db, batch.reads, existing) {
+                        match write_keys(target, batch.target_db, batch.reads, existing) {
                             Ok(results) => Message::Batch(WrittenBatch {
                                 db: batch.db,
                                 checkpoint: batch.checkpoint,

@@ -97,6 +97,11 @@ impl Side {
         self.reconnect_budget
     }
 
+    /// The job's stop flag (Ctrl-C).
+    pub fn shutdown(&self) -> &Shutdown {
+        &self.shutdown
+    }
+
     pub fn is_cluster(&self) -> bool {
         self.topology.is_some()
     }

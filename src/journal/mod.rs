@@ -107,6 +107,8 @@ pub struct CursorRecord {
     pub keys_scanned: u64,
     pub keys_expected: Option<u64>,
     pub updated_at: i64,
+    /// Cluster source: the node's slots and epoch when this pass started (JSON).
+    pub node_layout: Option<String>,
 }
 
 /// One row of the per-key audit log.
@@ -303,8 +305,8 @@ impl Journal {
         }
         {
             let mut insert = transaction.prepare(
-                "INSERT OR IGNORE INTO cursors (node, db, target_db, cursor, done, run_id, keys_scanned, keys_expected, updated_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                "INSERT OR IGNORE INTO cursors (node, db, target_db, cursor, done, run_id, keys_scanned, keys_expected, updated_at, node_layout)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?;
             for cursor in cursors {
                 insert.execute(params![
@@ -317,6 +319,7 @@ impl Journal {
                     cursor.keys_scanned as i64,
                     cursor.keys_expected.map(|k| k as i64),
                     cursor.updated_at,
+                    cursor.node_layout,
                 ])?;
             }
         }
@@ -333,7 +336,7 @@ impl Journal {
     /// Every cursor, in (node, db) order.
     pub fn cursors(&self) -> Result<Vec<CursorRecord>> {
         let mut statement = self.connection.prepare(
-            "SELECT node, db, target_db, cursor, done, run_id, keys_scanned, keys_expected, updated_at
+            "SELECT node, db, target_db, cursor, done, run_id, keys_scanned, keys_expected, updated_at, node_layout
              FROM cursors ORDER BY node, db",
         )?;
         let rows = statement.query_map([], |row| {
@@ -348,18 +351,54 @@ impl Journal {
                 keys_scanned: row.get::<_, i64>(6)? as u64,
                 keys_expected: row.get::<_, Option<i64>>(7)?.map(|k| k as u64),
                 updated_at: row.get(8)?,
+                node_layout: row.get(9)?,
             })
         })?;
         Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
     }
 
     /// Starts a scan over from cursor 0 (the server restarted, or its node
-    /// is gone): what it covered before can no longer be proven.
-    pub fn restart_cursor(&self, node: &str, db: i64, run_id: &str) -> Result<()> {
+    /// may have received keys behind its cursor): what it covered before
+    /// can no longer be proven.
+    pub fn restart_cursor(
+        &self,
+        node: &str,
+        db: i64,
+        run_id: &str,
+        node_layout: Option<&str>,
+    ) -> Result<()> {
         self.connection.execute(
-            "UPDATE cursors SET cursor = '0', done = 0, keys_scanned = 0, run_id = ?3, updated_at = ?4
+            "UPDATE cursors SET cursor = '0', done = 0, keys_scanned = 0, run_id = ?3, node_layout = ?4,
+                                updated_at = ?5
              WHERE node = ?1 AND db = ?2",
-            params![node, db, run_id, now_ms()],
+            params![node, db, run_id, node_layout, now_ms()],
+        )?;
+        Ok(())
+    }
+
+    /// Records which server process a cursor belongs to and the node's
+    /// current layout, without restarting its scan (it has not started, or
+    /// the node only lost slots: every key it still has was there all along).
+    pub fn set_cursor_identity(
+        &self,
+        node: &str,
+        db: i64,
+        run_id: &str,
+        node_layout: &str,
+    ) -> Result<()> {
+        self.connection.execute(
+            "UPDATE cursors SET run_id = ?3, node_layout = ?4 WHERE node = ?1 AND db = ?2",
+            params![node, db, run_id, node_layout],
+        )?;
+        Ok(())
+    }
+
+    /// Drops the cursor of a node that is no longer a primary (its keys are
+    /// on nodes that are scanned).
+    pub fn remove_cursor(&self, node: &str, db: i64) -> Result<()> {
+        self.connection.execute(
+            "DELETE FROM cursors WHERE node = ?1 AND db = ?2",
+            params![node, db],
         )?;
         Ok(())
     }
@@ -887,6 +926,38 @@ mod tests {
             std::fs::read(&path).unwrap(),
             b"these are my notes, not a journal\n"
         );
+    }
+
+    #[test]
+    fn a_journal_of_an_older_schema_is_upgraded_on_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            let mut connection = Connection::open(&path).unwrap();
+            MIGRATIONS.to_version(&mut connection, 1).unwrap();
+            connection
+                .execute(
+                    "INSERT INTO job (id, state, source_url, target_url, options, started_at, updated_at)
+                     VALUES (1, 'interrupted', 'redis://a:1', 'redis://b:2', ?1, 1, 1)",
+                    params![serde_json::to_string(&CopyOptions::default()).unwrap()],
+                )
+                .unwrap();
+            connection
+                .execute("INSERT INTO cursors (node, db, target_db, cursor, updated_at) VALUES ('standalone', 0, 0, '42', 1)", [])
+                .unwrap();
+        }
+        let journal = Journal::open_to_read(&path).unwrap();
+        let version: i64 = journal
+            .connection
+            .pragma_query_value(None, "user_version", |r| r.get(0))
+            .unwrap();
+        assert_eq!(version, schema_version());
+        let cursors = journal.cursors().unwrap();
+        assert_eq!(
+            (cursors[0].cursor, cursors[0].node_layout.clone()),
+            (42, None)
+        );
+        assert_eq!(journal.job().unwrap().unwrap().state, JobState::Interrupted);
     }
 
     #[test]

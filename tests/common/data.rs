@@ -123,11 +123,13 @@ pub enum Data {
     Other(String),
 }
 
-/// A key as a snapshot holds it: value and remaining TTL (ms).
+/// A key as a snapshot holds it: value and expiry. The expiry is absolute
+/// (PEXPIRETIME, Unix ms; -1 for none), so two snapshots taken seconds
+/// apart still compare: a remaining TTL would drift while they are read.
 #[derive(Debug, Clone, PartialEq)]
 pub struct KeySnapshot {
     pub data: Data,
-    pub pttl: i64,
+    pub expire_at: i64,
 }
 
 /// Every key of database `db` with its value and TTL. Meant for test-sized
@@ -239,12 +241,15 @@ pub fn key_snapshot(connection: &mut dyn ConnectionLike, key: &[u8]) -> Option<K
         }
         other => Data::Other(other.to_string()),
     };
-    let pttl: i64 = redis::cmd("PTTL").arg(key).query(connection).expect("pttl");
-    Some(KeySnapshot { data, pttl })
+    let expire_at: i64 = redis::cmd("PEXPIRETIME")
+        .arg(key)
+        .query(connection)
+        .expect("pexpiretime");
+    Some(KeySnapshot { data, expire_at })
 }
 
-/// Asserts two snapshots hold the same keys and values, with TTLs within
-/// `ttl_tolerance_ms` (and persistent on both sides or neither).
+/// Asserts two snapshots hold the same keys and values, with expiry times
+/// within `ttl_tolerance_ms` (and persistent on both sides or neither).
 #[track_caller]
 pub fn assert_same_data(
     source: &BTreeMap<Vec<u8>, KeySnapshot>,
@@ -283,7 +288,7 @@ pub fn assert_same_data(
             "value of {:?} differs",
             String::from_utf8_lossy(key)
         );
-        match (expected.pttl, actual.pttl) {
+        match (expected.expire_at, actual.expire_at) {
             (-1, -1) => {}
             (s, t) if s >= 0 && t >= 0 => assert!(
                 (s - t).abs() <= ttl_tolerance_ms,
@@ -315,4 +320,42 @@ pub fn dbsize(connection: &mut dyn ConnectionLike, db: i64) -> u64 {
         .exec(connection)
         .expect("select");
     redis::cmd("DBSIZE").query(connection).expect("dbsize")
+}
+
+/// Every key of a cluster (merged from each primary, db 0).
+pub fn cluster_snapshot(cluster: &super::RedisCluster) -> BTreeMap<Vec<u8>, KeySnapshot> {
+    let mut all = BTreeMap::new();
+    for node in cluster.primaries() {
+        all.extend(snapshot(&mut node.connection(), 0));
+    }
+    all
+}
+
+/// Keys spread over every slot, plus hash-tagged groups that share a slot.
+pub fn fill_cluster_keys(connection: &mut redis::cluster::ClusterConnection, count: usize) {
+    for chunk in (0..count).collect::<Vec<_>>().chunks(500) {
+        for &i in chunk {
+            let _: () = redis::cmd("SET")
+                .arg(format!("key:{i}"))
+                .arg(format!("value {i}"))
+                .query(connection)
+                .expect("set");
+        }
+    }
+    for group in 0..20 {
+        for member in 0..5 {
+            let key = format!("{{user{group}}}:field{member}");
+            let _: () = redis::cmd("HSET")
+                .arg(&key)
+                .arg("f")
+                .arg(member)
+                .query(connection)
+                .expect("hset");
+        }
+        let _: () = redis::cmd("PEXPIRE")
+            .arg(format!("{{user{group}}}:field0"))
+            .arg(3_600_000)
+            .query(connection)
+            .expect("pexpire");
+    }
 }

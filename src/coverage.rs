@@ -1,0 +1,193 @@
+//! Proving a cluster source was covered, while its slots may move.
+//!
+//! Each primary is scanned with its own cursor. SCAN guarantees to return
+//! every key that stayed in that node for the whole scan, but a key that
+//! moves in from another node (resharding, `redis-cli --cluster reshard`)
+//! can land behind the cursor, and the node it left may not have reached
+//! it yet. So each cursor records the node's *layout* (slots and config
+//! epoch) when its pass starts, and after every pass (and before a resume)
+//! [`reconcile`] compares with the cluster as it is now:
+//!
+//! - a node that gained a slot, or whose config epoch moved (it took slots
+//!   over, perhaps giving them back since), is scanned again from 0;
+//! - a node that only lost slots keeps its cursor: what it still holds was
+//!   there all along;
+//! - a restarted node (new run_id: new hash seed, so its cursor means
+//!   nothing) is scanned again; a new primary (failover) gets a cursor;
+//! - a node that is no longer a primary loses its cursor: its keys are now
+//!   on primaries that are scanned.
+//!
+//! Slots caught mid-migration are waited out first, since their keys are
+//! split between two nodes. Passes repeat until a pass ends with nothing
+//! moved, so the job only completes once every key provably had its turn.
+//! Keys scanned twice are copied twice and counted once.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, bail};
+
+use crate::clock::now_ms;
+use crate::cluster::{ClusterNode, NodeLayout};
+use crate::journal::{CursorRecord, Journal};
+use crate::options::CopyOptions;
+use crate::server::ServerInfo;
+use crate::side::Side;
+
+/// How long to wait for slot migrations in progress to finish, as a
+/// multiple of the reconnect budget.
+const MIGRATION_WAIT_FACTOR: u32 = 10;
+
+/// Where a primary's keys are scanned: its replica with
+/// `--source-replicas`, else the primary itself.
+pub fn scan_address(source: &Side, node: &ClusterNode) -> String {
+    source
+        .replica_address_for(&node.id)
+        .unwrap_or_else(|| node.address())
+}
+
+/// A fresh cursor (at 0) for every primary of a cluster source.
+pub fn plan(source: &mut Side, options: &CopyOptions) -> Result<Vec<CursorRecord>> {
+    let Some(topology) = source.topology().cloned() else {
+        return Ok(Vec::new());
+    };
+    let mut cursors = Vec::new();
+    for node in topology.primaries() {
+        let info = scanned_info(source, node)?;
+        cursors.push(fresh_cursor(node, &info, options)?);
+    }
+    Ok(cursors)
+}
+
+fn fresh_cursor(
+    node: &ClusterNode,
+    scanned: &ServerInfo,
+    options: &CopyOptions,
+) -> Result<CursorRecord> {
+    Ok(CursorRecord {
+        node: node.id.clone(),
+        db: 0,
+        target_db: options.target_db(0),
+        cursor: 0,
+        done: false,
+        run_id: Some(scanned.run_id.clone()),
+        keys_scanned: 0,
+        keys_expected: Some(scanned.keyspace.get(&0).copied().unwrap_or(0)),
+        updated_at: now_ms(),
+        node_layout: Some(serde_json::to_string(&node.layout())?),
+    })
+}
+
+fn scanned_info(source: &mut Side, node: &ClusterNode) -> Result<ServerInfo> {
+    let address = scan_address(source, node);
+    ServerInfo::read(source.connection(&address)?)
+}
+
+/// Brings the journal's cursors in line with the cluster as it is now (see
+/// the module doc). Returns one line per node that must be scanned (again),
+/// saying why; empty when every key is provably covered.
+pub fn reconcile(
+    journal: &mut Journal,
+    source: &mut Side,
+    options: &CopyOptions,
+) -> Result<Vec<String>> {
+    if !source.is_cluster() {
+        return Ok(Vec::new());
+    }
+    wait_for_settled_slots(source)?;
+    let topology = source.topology().cloned().expect("checked: cluster");
+    let cursors = journal.cursors()?;
+    let mut reasons = Vec::new();
+    for node in topology.primaries() {
+        let info = scanned_info(source, node)?;
+        let layout_now = node.layout();
+        let layout_text = serde_json::to_string(&layout_now)?;
+        let Some(cursor) = cursors.iter().find(|c| c.node == node.id) else {
+            journal.plan_cursors(&[fresh_cursor(node, &info, options)?])?;
+            reasons.push(format!(
+                "{} ({}) is a new primary",
+                node.address(),
+                short_id(&node.id)
+            ));
+            continue;
+        };
+        let layout_then: Option<NodeLayout> = cursor
+            .node_layout
+            .as_deref()
+            .and_then(|t| serde_json::from_str(t).ok());
+        let restarted = cursor.run_id.as_deref() != Some(info.run_id.as_str());
+        let gained = layout_then
+            .as_ref()
+            .is_none_or(|then| then.may_have_gained_keys(&layout_now));
+        if restarted && (cursor.cursor != 0 || cursor.done) {
+            journal.restart_cursor(&cursor.node, cursor.db, &info.run_id, Some(&layout_text))?;
+            reasons.push(format!("{} restarted since its scan", node.address()));
+        } else if gained && (cursor.cursor != 0 || cursor.done) {
+            journal.restart_cursor(&cursor.node, cursor.db, &info.run_id, Some(&layout_text))?;
+            reasons.push(format!(
+                "{} took over slots during its scan",
+                node.address()
+            ));
+        } else if layout_then.as_ref() != Some(&layout_now) || restarted {
+            // Not started yet, or only lost slots: keep the cursor, note the layout.
+            journal.set_cursor_identity(&cursor.node, cursor.db, &info.run_id, &layout_text)?;
+        }
+    }
+    // A node that serves no slot (now a replica, gone, or emptied) holds no
+    // key of its own to scan.
+    let primaries = topology.primaries();
+    for cursor in cursors
+        .iter()
+        .filter(|c| !primaries.iter().any(|p| p.id == c.node))
+    {
+        journal.remove_cursor(&cursor.node, cursor.db)?;
+        if !cursor.done {
+            reasons.push(format!(
+                "node {} is no longer a primary; its keys are scanned on the primaries that hold them now",
+                short_id(&cursor.node)
+            ));
+        }
+    }
+    if !reasons.is_empty() {
+        journal.set_source_nodes(&serde_json::to_string(&topology.primaries())?)?;
+    }
+    Ok(reasons)
+}
+
+/// Waits until no slot is migrating: a migrating slot's keys are split
+/// between two nodes and its final owner is not known yet.
+fn wait_for_settled_slots(source: &mut Side) -> Result<()> {
+    let limit = source.reconnect_budget() * MIGRATION_WAIT_FACTOR;
+    let started = Instant::now();
+    let mut told = false;
+    loop {
+        if source.shutdown().requested() {
+            return Ok(());
+        }
+        source.refresh_topology()?;
+        let moving = source
+            .topology()
+            .map(|t| t.moving_slots())
+            .unwrap_or_default();
+        if moving.is_empty() {
+            return Ok(());
+        }
+        if !told {
+            eprintln!(
+                "redis-ferry: {} slot(s) of the source cluster are migrating; waiting for the migration to finish before checking coverage",
+                moving.len()
+            );
+            told = true;
+        }
+        if started.elapsed() > limit {
+            bail!(
+                "slots of the source cluster kept migrating for {}s; run `redis-ferry resume` once the resharding has finished",
+                limit.as_secs()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+fn short_id(id: &str) -> &str {
+    &id[..id.len().min(8)]
+}
