@@ -40,17 +40,23 @@ CREATE TABLE cursors (
 ) WITHOUT ROWID;
 
 -- One row per key with its latest outcome. `db` is the source database.
+-- `outcome` is one of restored, expired, skipped, failed, mismatch (the
+-- Rust enum is the gatekeeper: a CHECK with IN (...) costs an ephemeral
+-- table per insert, which halved the journal's throughput).
 -- `ttl_ms` is the remaining TTL when the key was read (NULL: no TTL);
 -- `size_bytes` is the DUMP payload's size.
 CREATE TABLE keys (
     db          INTEGER NOT NULL,
     key         BLOB    NOT NULL,
-    outcome     TEXT    NOT NULL CHECK (outcome IN ('restored', 'expired', 'skipped', 'failed', 'mismatch')),
+    outcome     TEXT    NOT NULL,
     ttl_ms      INTEGER,
     size_bytes  INTEGER,
     attempts    INTEGER NOT NULL DEFAULT 1,
     error       TEXT,
     updated_at  INTEGER NOT NULL,
+    -- The outcome before the latest one (NULL for a key seen once): how a
+    -- failed key became restored, and how the counts move in one statement.
+    previous_outcome TEXT,
     PRIMARY KEY (db, key)
 ) WITHOUT ROWID;
 

@@ -1,0 +1,482 @@
+//! The throughput benchmark: redis-ferry against Redis's own server-side
+//! copies, side by side on the same data and machine.
+//!
+//!     cargo run --release --example bench -- --dataset small --keys 1000000
+//!     cargo run --release --example bench -- --dataset mixed --keys 100000
+//!
+//! Starts a throwaway source and target redis-server (redis-server on PATH),
+//! loads the dataset with pipelined writes, then for each contender empties
+//! the target, times the copy, checks the target's key count and a sample of
+//! values and TTLs, and prints one markdown table.
+//!
+//! Contenders:
+//! - `ferry-all` / `ferry-failures`: redis-ferry through the library, journal
+//!   on disk, with `--journal-keys all` / `failures`;
+//! - `migrate`: the reference loop, SCAN COUNT 1000 then per batch
+//!   `MIGRATE host port "" db 5000 COPY REPLACE KEYS k1 ... kN`;
+//! - `replicaof`: Redis's own full sync (REPLICAOF, wait for the link and
+//!   the key count, REPLICAOF NO ONE).
+//!
+//! Columns: keys/s; ratio to the MIGRATE reference; peak RSS of the
+//! redis-ferry code (VmHWM of this process, reset before each run; servers
+//! excluded); CPU seconds per million keys of every process involved
+//! (this process + both servers), and of the client alone.
+//!
+//! Datasets: `small` is N string keys of about 100 bytes, 10% with TTLs, in
+//! db 0. `mixed` is N keys of every type (strings, hashes, lists, sets,
+//! zsets, streams), a quarter with TTLs, over dbs 0-3.
+
+#[allow(dead_code)]
+#[path = "../tests/common/server.rs"]
+mod server;
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, Result, bail};
+use redis::Value;
+use redis_ferry::endpoint::{Endpoint, Role};
+use redis_ferry::exit::Exit;
+use redis_ferry::interrupt::Shutdown;
+use redis_ferry::job::{self, Launch};
+use redis_ferry::options::{CopyOptions, JournalKeys};
+use redis_ferry::progress::ProgressMode;
+use server::RedisServer;
+
+struct Args {
+    dataset: String,
+    keys: usize,
+    contenders: Vec<String>,
+    scan_count: u32,
+}
+
+fn parse_args() -> Result<Args> {
+    let mut args = Args {
+        dataset: "small".into(),
+        keys: 1_000_000,
+        contenders: vec![
+            "ferry-all".into(),
+            "ferry-failures".into(),
+            "migrate".into(),
+            "replicaof".into(),
+        ],
+        scan_count: 1000,
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--dataset" => args.dataset = value()?,
+            "--keys" => args.keys = value()?.parse()?,
+            "--contenders" => args.contenders = value()?.split(',').map(str::to_string).collect(),
+            "--scan-count" => args.scan_count = value()?.parse()?,
+            other => bail!("unknown flag {other}; see the doc comment of examples/bench.rs"),
+        }
+    }
+    if !["small", "mixed"].contains(&args.dataset.as_str()) {
+        bail!("--dataset is small or mixed");
+    }
+    Ok(args)
+}
+
+struct Row {
+    name: String,
+    seconds: f64,
+    keys: u64,
+    peak_rss_mb: Option<f64>,
+    cpu_total: f64,
+    cpu_client: f64,
+    note: String,
+}
+
+fn main() -> Result<()> {
+    let args = parse_args()?;
+    // No 5 s wait for more replicas before a full sync starts.
+    let source = RedisServer::start_with(&["--maxmemory", "0", "--repl-diskless-sync-delay", "0"]);
+    let target = RedisServer::start_with(&["--maxmemory", "0"]);
+    eprintln!(
+        "loading {} {} keys into {} ...",
+        args.keys,
+        args.dataset,
+        source.url()
+    );
+    let started = Instant::now();
+    let dbs = match args.dataset.as_str() {
+        "small" => load_small(&source, args.keys)?,
+        _ => load_mixed(&source, args.keys)?,
+    };
+    let total_keys: u64 = dbs
+        .iter()
+        .map(|db| dbsize(&source, *db))
+        .sum::<Result<u64>>()?;
+    eprintln!(
+        "loaded {total_keys} keys in {:.1}s",
+        started.elapsed().as_secs_f64()
+    );
+
+    let mut rows = Vec::new();
+    for contender in &args.contenders {
+        flush(&target)?;
+        eprintln!("running {contender} ...");
+        let cpu_before = (
+            process_cpu_seconds(std::process::id())?,
+            servers_cpu(&source, &target)?,
+        );
+        reset_peak_rss();
+        let started = Instant::now();
+        let (peak, note) = match contender.as_str() {
+            "ferry-all" => run_ferry(&source, &target, JournalKeys::All, args.scan_count)?,
+            "ferry-failures" => {
+                run_ferry(&source, &target, JournalKeys::Failures, args.scan_count)?
+            }
+            "migrate" => (None, run_migrate(&source, &target, &dbs)?),
+            "replicaof" => (None, run_replicaof(&source, &target, &dbs, total_keys)?),
+            other => bail!("unknown contender {other}"),
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        let client = process_cpu_seconds(std::process::id())? - cpu_before.0;
+        let servers = servers_cpu(&source, &target)? - cpu_before.1;
+        let copied: u64 = dbs
+            .iter()
+            .map(|db| dbsize(&target, *db))
+            .sum::<Result<u64>>()?;
+        check_sample(&source, &target, &dbs)?;
+        if copied != total_keys {
+            bail!("{contender}: target holds {copied} keys, source {total_keys}");
+        }
+        rows.push(Row {
+            name: contender.clone(),
+            seconds,
+            keys: copied,
+            peak_rss_mb: peak,
+            cpu_total: client + servers,
+            cpu_client: client,
+            note,
+        });
+    }
+    print_table(&args, &rows);
+    Ok(())
+}
+
+/// Runs redis-ferry through the library with a journal on disk; returns
+/// the peak RSS of the run and the journal's size per key.
+fn run_ferry(
+    source: &RedisServer,
+    target: &RedisServer,
+    journal_keys: JournalKeys,
+    scan_count: u32,
+) -> Result<(Option<f64>, String)> {
+    let dir = tempfile::tempdir_in(".")?;
+    let launch = Launch {
+        journal: dir.path().join("bench.db"),
+        progress: ProgressMode::Off,
+        shutdown: Shutdown::new(),
+    };
+    let options = CopyOptions {
+        journal_keys,
+        scan_count,
+        ..CopyOptions::default()
+    };
+    let exit = job::start(
+        Endpoint::parse(Role::Source, &source.url())?,
+        Endpoint::parse(Role::Target, &target.url())?,
+        options,
+        &launch,
+    )?;
+    if exit != Exit::Success {
+        bail!("redis-ferry exited {}", exit.code());
+    }
+    let peak = peak_rss_mb();
+    let bytes: u64 = ["bench.db", "bench.db-wal"]
+        .iter()
+        .filter_map(|name| std::fs::metadata(dir.path().join(name)).ok())
+        .map(|m| m.len())
+        .sum();
+    Ok((peak, format!("journal {bytes} bytes")))
+}
+
+/// The reference: SCAN COUNT 1000, then MIGRATE ... COPY REPLACE KEYS per batch.
+fn run_migrate(source: &RedisServer, target: &RedisServer, dbs: &[i64]) -> Result<String> {
+    for &db in dbs {
+        let mut connection = source.connection_db(db);
+        let mut cursor = 0u64;
+        loop {
+            let (next, keys): (u64, Vec<Vec<u8>>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("COUNT")
+                .arg(1000)
+                .query(&mut connection)?;
+            if !keys.is_empty() {
+                let reply: Value = redis::cmd("MIGRATE")
+                    .arg("127.0.0.1")
+                    .arg(target.port)
+                    .arg("")
+                    .arg(db)
+                    .arg(5000)
+                    .arg("COPY")
+                    .arg("REPLACE")
+                    .arg("KEYS")
+                    .arg(&keys)
+                    .query(&mut connection)?;
+                if let Value::ServerError(error) = reply {
+                    bail!("MIGRATE failed: {error:?}");
+                }
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+    }
+    Ok(String::new())
+}
+
+/// Redis's own full sync.
+fn run_replicaof(
+    source: &RedisServer,
+    target: &RedisServer,
+    dbs: &[i64],
+    total: u64,
+) -> Result<String> {
+    let mut connection = target.connection();
+    redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(source.port)
+        .exec(&mut connection)?;
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let info: String = redis::cmd("INFO")
+            .arg("replication")
+            .query(&mut connection)?;
+        if info.contains("master_link_status:up") {
+            let copied: u64 = dbs
+                .iter()
+                .map(|db| dbsize(target, *db))
+                .sum::<Result<u64>>()?;
+            if copied >= total {
+                break;
+            }
+        }
+        if Instant::now() > deadline {
+            bail!("replication did not finish in 10 minutes");
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    redis::cmd("REPLICAOF")
+        .arg("NO")
+        .arg("ONE")
+        .exec(&mut connection)?;
+    Ok(String::new())
+}
+
+fn load_small(source: &RedisServer, keys: usize) -> Result<Vec<i64>> {
+    let mut connection = source.connection();
+    let value = "x".repeat(100);
+    for start in (0..keys).step_by(10_000) {
+        let mut pipe = redis::pipe();
+        for i in start..(start + 10_000).min(keys) {
+            let key = format!("key:{i:010}");
+            if i % 10 == 0 {
+                pipe.cmd("SET")
+                    .arg(key)
+                    .arg(&value)
+                    .arg("PX")
+                    .arg(7_200_000)
+                    .ignore();
+            } else {
+                pipe.cmd("SET").arg(key).arg(&value).ignore();
+            }
+        }
+        pipe.query::<()>(&mut connection)?;
+    }
+    Ok(vec![0])
+}
+
+fn load_mixed(source: &RedisServer, keys: usize) -> Result<Vec<i64>> {
+    let dbs = vec![0, 1, 2, 3];
+    for start in (0..keys).step_by(6_000) {
+        let db = dbs[(start / 6_000) % dbs.len()];
+        let mut connection = source.connection_db(db);
+        let mut pipe = redis::pipe();
+        for i in start..(start + 6_000).min(keys) {
+            let key = format!("mixed:{i:010}");
+            match i % 6 {
+                0 => pipe
+                    .cmd("SET")
+                    .arg(&key)
+                    .arg(format!("value-{i}-{}", "s".repeat(60))),
+                1 => pipe.cmd("HSET").arg(&key).arg(&[
+                    "name",
+                    "alice",
+                    "email",
+                    "a@example.com",
+                    "visits",
+                    "42",
+                    "plan",
+                    "pro",
+                ]),
+                2 => pipe
+                    .cmd("RPUSH")
+                    .arg(&key)
+                    .arg(&["e1", "e2", "e3", "e4", "e5", "e6", "e7", "e8"]),
+                3 => pipe
+                    .cmd("SADD")
+                    .arg(&key)
+                    .arg(&["red", "green", "blue", "cyan", "magenta", "yellow"]),
+                4 => pipe
+                    .cmd("ZADD")
+                    .arg(&key)
+                    .arg(&["1", "a", "2", "b", "3", "c", "4.5", "d", "10", "e"]),
+                _ => pipe
+                    .cmd("XADD")
+                    .arg(&key)
+                    .arg("*")
+                    .arg(&["event", "login", "user", "bob"]),
+            }
+            .ignore();
+            if i % 4 == 0 {
+                pipe.cmd("PEXPIRE")
+                    .arg(&key)
+                    .arg(3_600_000 + i as i64)
+                    .ignore();
+            }
+        }
+        pipe.query::<()>(&mut connection)?;
+    }
+    Ok(dbs)
+}
+
+/// 1,000 random keys per database: same DUMP payload and TTL within 10 s.
+fn check_sample(source: &RedisServer, target: &RedisServer, dbs: &[i64]) -> Result<()> {
+    for &db in dbs {
+        let mut s = source.connection_db(db);
+        let mut t = target.connection_db(db);
+        for _ in 0..1000 {
+            let Some(key): Option<Vec<u8>> = redis::cmd("RANDOMKEY").query(&mut s)? else {
+                break;
+            };
+            let read = |c: &mut redis::Connection| -> Result<(Option<Vec<u8>>, i64, String)> {
+                let dump: Option<Vec<u8>> = redis::cmd("DUMP").arg(&key).query(c)?;
+                let pttl: i64 = redis::cmd("PTTL").arg(&key).query(c)?;
+                let kind: String = redis::cmd("TYPE").arg(&key).query(c)?;
+                Ok((dump, pttl, kind))
+            };
+            let (sd, sp, sk) = read(&mut s)?;
+            let (td, tp, tk) = read(&mut t)?;
+            let same_value = sd == td || (sk == tk && sk != "string");
+            let same_ttl =
+                (sp == -1 && tp == -1) || (sp >= 0 && tp >= 0 && (sp - tp).abs() < 10_000);
+            if !same_value || !same_ttl || td.is_none() {
+                bail!(
+                    "sample check failed for {:?}: ttl {sp} vs {tp}",
+                    String::from_utf8_lossy(&key)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+fn flush(server: &RedisServer) -> Result<()> {
+    redis::cmd("FLUSHALL").exec(&mut server.connection())?;
+    Ok(())
+}
+
+fn dbsize(server: &RedisServer, db: i64) -> Result<u64> {
+    Ok(redis::cmd("DBSIZE").query(&mut server.connection_db(db))?)
+}
+
+/// Resets VmHWM so the next reading is the peak of what runs after.
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+fn peak_rss_mb() -> Option<f64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+/// utime + stime of a process, in seconds.
+fn process_cpu_seconds(pid: u32) -> Result<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    let after_name = &stat[stat.rfind(')').context("bad /proc stat")? + 2..];
+    let fields: Vec<&str> = after_name.split_whitespace().collect();
+    let ticks: f64 = fields[11].parse::<f64>()? + fields[12].parse::<f64>()?;
+    Ok(ticks / 100.0)
+}
+
+fn servers_cpu(source: &RedisServer, target: &RedisServer) -> Result<f64> {
+    Ok(process_cpu_seconds(source.pid())? + process_cpu_seconds(target.pid())?)
+}
+
+fn print_table(args: &Args, rows: &[Row]) {
+    let reference = rows
+        .iter()
+        .find(|r| r.name == "migrate")
+        .map(|r| r.keys as f64 / r.seconds);
+    println!(
+        "\n{} dataset, {} keys; {} cores; redis-server {}\n",
+        args.dataset,
+        rows.first().map(|r| r.keys).unwrap_or(0),
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1),
+        redis_version()
+    );
+    println!(
+        "| contender | seconds | keys/s | vs MIGRATE | peak RSS (MB) | CPU s / M keys (all) | CPU s / M keys (client) | notes |"
+    );
+    println!("|---|---:|---:|---:|---:|---:|---:|---|");
+    for row in rows {
+        let rate = row.keys as f64 / row.seconds;
+        let ratio = reference
+            .map(|r| format!("{:.2}x", rate / r))
+            .unwrap_or_else(|| "-".into());
+        let rss = row
+            .peak_rss_mb
+            .map(|m| format!("{m:.0}"))
+            .unwrap_or_else(|| "-".into());
+        let per_million = |cpu: f64| cpu / row.keys as f64 * 1e6;
+        let note = if row.note.starts_with("journal ") {
+            let bytes: f64 = row
+                .note
+                .trim_start_matches("journal ")
+                .trim_end_matches(" bytes")
+                .parse()
+                .unwrap_or(0.0);
+            format!(
+                "journal {:.0} MB, {:.1} B/key",
+                bytes / 1e6,
+                bytes / row.keys as f64
+            )
+        } else {
+            row.note.clone()
+        };
+        println!(
+            "| {} | {:.2} | {:.0} | {} | {} | {:.2} | {:.2} | {} |",
+            row.name,
+            row.seconds,
+            rate,
+            ratio,
+            rss,
+            per_million(row.cpu_total),
+            per_million(row.cpu_client),
+            note
+        );
+    }
+}
+
+fn redis_version() -> String {
+    std::process::Command::new(server::redis_server_bin())
+        .arg("--version")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8(o.stdout).ok())
+        .and_then(|v| {
+            v.split_whitespace()
+                .find(|w| w.starts_with("v="))
+                .map(|w| w[2..].to_string())
+        })
+        .unwrap_or_default()
+}
