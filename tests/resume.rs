@@ -269,3 +269,95 @@ fn a_restarted_source_is_scanned_again_from_the_start() {
     );
     assert_servers_equal(&source, &target, &[0]);
 }
+
+#[test]
+fn a_second_ctrl_c_exits_at_once_and_the_journal_stays_consistent() {
+    let source = source_with_data();
+    let target = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let journal = journal_in(&dir);
+    let (s, t) = (source.url(), target.url());
+    let child = spawn_ferry(&run_args(&s, &t, &journal, true));
+    wait_for_progress(&journal, 1000);
+    signal(&child, "INT");
+    signal(&child, "INT");
+    let output = finish(child);
+    assert_exit(&output, 130);
+    assert!(stderr(&output).contains("exiting now"), "{}", describe(&output));
+    assert_exit(&ferry(&["resume", "--journal", &journal, "--progress", "off"]), 0);
+    assert_servers_equal(&source, &target, &[0, 1, 2]);
+    assert_eq!(status_json(&journal)["outcomes"]["restored"], KEYS as u64 + 9);
+}
+
+#[test]
+fn dropped_connections_are_reconnected_and_the_job_goes_on() {
+    let source = source_with_data();
+    let target = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let journal = journal_in(&dir);
+    let (s, t) = (source.url(), target.url());
+    let child = spawn_ferry(&run_args(&s, &t, &journal, true));
+    wait_for_progress(&journal, 1000);
+    // Kill every client connection on both servers, twice.
+    for _ in 0..2 {
+        for server in [&source, &target] {
+            redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("normal").arg("SKIPME").arg("yes")
+                .exec(&mut server.connection())
+                .unwrap();
+        }
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let output = finish(child);
+    assert_exit(&output, 0);
+    assert_servers_equal(&source, &target, &[0, 1, 2]);
+}
+
+#[test]
+fn a_target_that_stays_down_stops_the_job_resumably() {
+    let source = source_with_data();
+    // Append-only, so the target keeps what it got across its restart.
+    let mut target = RedisServer::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let dir = tempfile::tempdir().unwrap();
+    let journal = journal_in(&dir);
+    let (s, t) = (source.url(), target.url());
+    let mut args = run_args(&s, &t, &journal, true);
+    args.extend(["--reconnect-timeout", "2"]);
+    let child = spawn_ferry(&args);
+    wait_for_progress(&journal, 1000);
+    target.stop();
+    let output = finish(child);
+    assert_exit(&output, 1);
+    let text = stderr(&output);
+    assert!(
+        text.contains(&format!("lost the connection to target {t}")) && text.contains("within 2s"),
+        "{}",
+        describe(&output)
+    );
+    assert!(text.contains("redis-ferry resume --journal"), "{text}");
+    let status = status_json(&journal);
+    assert_eq!(status["job"]["state"], "failed");
+    assert!(status["job"]["last_error"].as_str().unwrap().contains("lost the connection"));
+
+    target.restart();
+    assert_exit(&ferry(&["resume", "--journal", &journal, "--progress", "off"]), 0);
+    assert_servers_equal(&source, &target, &[0, 1, 2]);
+}
+
+#[test]
+fn a_target_turned_read_only_stops_the_job() {
+    let source = source_with_data();
+    let target = RedisServer::start();
+    let other = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let journal = journal_in(&dir);
+    let (s, t) = (source.url(), target.url());
+    let child = spawn_ferry(&run_args(&s, &t, &journal, true));
+    wait_for_progress(&journal, 1000);
+    redis::cmd("REPLICAOF").arg("127.0.0.1").arg(other.port).exec(&mut target.connection()).unwrap();
+    let output = finish(child);
+    assert_exit(&output, 1);
+    assert!(stderr(&output).contains("READONLY"), "{}", describe(&output));
+    let status = status_json(&journal);
+    assert_eq!(status["job"]["state"], "failed");
+    assert_eq!(status["outcomes"]["failed"], 0, "a read-only target is not a per-key failure");
+}

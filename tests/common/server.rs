@@ -37,6 +37,8 @@ fn free_port() -> u16 {
 /// One redis-server process.
 pub struct RedisServer {
     pub port: u16,
+    /// Extra config directives, kept for `restart`.
+    extra: Vec<String>,
     /// The `--requirepass` the server was started with, if any.
     pub password: Option<String>,
     process: Child,
@@ -63,49 +65,27 @@ impl RedisServer {
     fn try_start(extra: &[&str]) -> Option<RedisServer> {
         let port = free_port();
         let dir = tempfile::tempdir().expect("temp dir");
-        let log = dir.path().join("redis.log");
-        let process = Command::new(redis_server_bin())
-            .args([
-                "--port",
-                &port.to_string(),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-            ])
-            .arg("--dir")
-            .arg(dir.path())
-            .arg("--logfile")
-            .arg(&log)
-            .args(["--protected-mode", "no", "--enable-debug-command", "yes"])
-            .args(extra)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| {
-                panic!(
-                    "cannot start {}: {e}; install redis-server",
-                    redis_server_bin()
-                )
-            });
+        let process = spawn_server(port, &dir, extra);
         let password = extra
             .windows(2)
             .find(|pair| pair[0] == "--requirepass")
             .map(|pair| pair[1].to_string());
-        let mut server = RedisServer {
-            port,
-            password,
-            process,
-            dir,
-        };
+        let extra = extra.iter().map(|s| s.to_string()).collect();
+        let mut server = RedisServer { port, extra, password, process, dir };
         if server.wait_ready() {
             Some(server)
         } else {
             None // port taken between the check and the start, most likely
         }
+    }
+
+    /// Starts the server again on the same port and directory (with
+    /// `--appendonly yes` among its settings, its data survives).
+    pub fn restart(&mut self) {
+        self.stop();
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        self.process = spawn_server(self.port, &self.dir, &extra);
+        assert!(self.wait_ready(), "redis-server did not come back on port {}\n{}", self.port, self.log());
     }
 
     fn wait_ready(&mut self) -> bool {
@@ -185,6 +165,23 @@ impl RedisServer {
             .output()
             .expect("redis-cli runs")
     }
+}
+
+fn spawn_server(port: u16, dir: &tempfile::TempDir, extra: &[&str]) -> Child {
+    let log = dir.path().join("redis.log");
+    Command::new(redis_server_bin())
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir.path())
+        .arg("--logfile")
+        .arg(&log)
+        .args(["--protected-mode", "no", "--enable-debug-command", "yes"])
+        .args(extra)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot start {}: {e}; install redis-server", redis_server_bin()))
 }
 
 impl Drop for RedisServer {
