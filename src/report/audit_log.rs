@@ -141,4 +141,27 @@ mod tests {
         keys.sort();
         assert_eq!(seen, keys);
     }
+
+    #[test]
+    fn ctrl_c_stops_a_long_export() {
+        let dir = tempfile::tempdir().unwrap();
+        let results: Vec<KeyResult> = (0..CHECK_EVERY + 5)
+            .map(|i| KeyResult {
+                key: format!("k:{i}").into_bytes(),
+                outcome: Outcome::Restored,
+                ttl_ms: Some(1000),
+                size_bytes: Some(10),
+                error: None,
+            })
+            .collect();
+        let journal = journal_with(&dir, &results);
+        let shutdown = Shutdown::new();
+        assert_eq!(
+            write_csv(&journal, &mut Vec::new(), &shutdown).unwrap(),
+            CHECK_EVERY + 5
+        );
+        shutdown.request();
+        let error = write_csv(&journal, &mut Vec::new(), &shutdown).unwrap_err();
+        assert!(error.is::<Interrupted>(), "{error:#}");
+    }
 }
