@@ -640,6 +640,17 @@ fn finish(
                 Ending::Retry(outcomes) => format!("retry of {outcomes} keys completed"),
             };
             println!("redis-ferry: {what}: {done}");
+            // A retry only touches keys already journaled: on a job whose
+            // scan has not finished, the keys not scanned yet still wait.
+            if let Ending::Retry(_) = ending
+                && let Some(job) = journal.job()?
+                && job.state != JobState::Completed
+            {
+                println!(
+                    "redis-ferry: note: the job itself is {}, not finished; run `redis-ferry resume --journal {journal_shown}` to copy the keys not scanned yet",
+                    job.state.as_str()
+                );
+            }
             if failed_total > 0 {
                 println!(
                     "redis-ferry: {failed_total} keys failed; see `redis-ferry report --journal {journal_shown} --format csv`, fix the cause, then run `redis-ferry retry --journal {journal_shown}`"

@@ -350,13 +350,16 @@ fn every_format_reports_every_outcome_and_agrees_with_status_and_the_servers() {
         .collect();
     for row in &rows {
         assert!(humantime::parse_rfc3339(&row.updated_at).is_ok(), "{row:?}");
-        assert!(row.attempts >= 1);
     }
     assert_eq!(by_key[b"no:3".as_slice()].outcome, "failed");
     assert!(by_key[b"no:3".as_slice()].error.starts_with("NOPERM"));
     assert_eq!(by_key[b"ok:pre:2".as_slice()].outcome, "skipped");
     assert_eq!(by_key[b"ok:7".as_slice()].outcome, "mismatch");
     assert_eq!(by_key[b"ok:7".as_slice()].error, "missing on target");
+    assert!(
+        by_key[b"ok:7".as_slice()].attempts >= 2,
+        "copied, then found missing: two attempts"
+    );
     assert_eq!(by_key[b"gone:1".as_slice()].outcome, "expired");
     let with_ttl = by_key[b"ok:3".as_slice()];
     assert_eq!(with_ttl.outcome, "restored");
@@ -451,7 +454,6 @@ fn a_report_with_the_target_stopped_shows_its_counts_unknown_with_the_reason() {
             shown.contains("key counts unknown because the target could not be asked"),
             "{shown}"
         );
-        assert!(shown.contains("unknown"), "{shown}");
     }
     let text = stdout(&report(&journal, "text", &[]));
     assert_eq!(text_row(&text, "0")[2..4], ["500", "unknown"], "{text}");

@@ -343,3 +343,62 @@ fn a_retry_stopped_by_ctrl_c_or_killed_halfway_finishes_the_rest_when_run_again(
     );
     assert_eq!(status["outcomes"]["failed"], 0);
 }
+
+#[test]
+fn a_retry_before_the_job_finished_says_resume_copies_the_rest() {
+    let source = RedisServer::start();
+    let target = target_with_ok_only_acl();
+    fill_strings(&mut source.connection(), "ok", 3000, None);
+    fill_strings(&mut source.connection(), "no", 3000, None);
+    let dir = tempfile::tempdir().unwrap();
+    let journal = journal_in(&dir);
+    let (s, t) = (source.url(), ferry_url(&target));
+    let child = spawn_ferry(&[
+        "run",
+        "--source",
+        &s,
+        "--target",
+        &t,
+        "--journal",
+        &journal,
+        "--progress",
+        "off",
+        "--rate",
+        "2000",
+        "--scan-count",
+        "100",
+    ]);
+    wait_until("some keys failed", Duration::from_secs(120), || {
+        let output = ferry(&["status", "--journal", &journal, "--json"]);
+        output.status.code() == Some(0)
+            && serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()["outcomes"]
+                ["failed"]
+                .as_u64()
+                .unwrap_or(0)
+                >= 100
+    });
+    signal(&child, "INT");
+    assert_exit(&finish(child), 130);
+    widen_acl(&target);
+
+    let output = retry(&journal, &[]);
+    assert_exit(&output, 0);
+    assert!(
+        stdout(&output).contains(&format!(
+            "note: the job itself is interrupted, not finished; run `redis-ferry resume --journal {journal}`"
+        )),
+        "{}",
+        describe(&output)
+    );
+    assert!(
+        dbsize(&mut target.connection(), 0) < 6000,
+        "the scan had not finished"
+    );
+
+    let output = ferry_command(&["resume", "--journal", &journal, "--progress", "off"])
+        .env("REDIS_FERRY_TARGET_PASSWORD", ACL_PASSWORD)
+        .output()
+        .unwrap();
+    assert_exit(&output, 0);
+    assert_servers_equal(&source, &target, &[0]);
+}
