@@ -589,6 +589,16 @@ fn retry_reader(
     })
 }
 
+/// The command that continues a retry: the same outcomes again (only the
+/// keys not yet copied still have them).
+fn retry_command(journal_shown: &str, outcomes: &str) -> String {
+    if outcomes == "failed" {
+        format!("redis-ferry retry --journal {journal_shown}")
+    } else {
+        format!("redis-ferry retry --journal {journal_shown} --outcome {outcomes}")
+    }
+}
+
 enum Ending {
     Job,
     Retry(String),
@@ -625,6 +635,17 @@ fn finish(
                 Ending::Retry(outcomes) => format!("retry of {outcomes} keys completed"),
             };
             println!("redis-ferry: {what}: {done}");
+            // A retry only touches keys already journaled: on a job whose
+            // scan has not finished, the keys not scanned yet still wait.
+            if let Ending::Retry(_) = ending
+                && let Some(job) = journal.job()?
+                && job.state != JobState::Completed
+            {
+                println!(
+                    "redis-ferry: note: the job itself is {}, not finished; run `redis-ferry resume --journal {journal_shown}` to copy the keys not scanned yet",
+                    job.state.as_str()
+                );
+            }
             if failed_total > 0 {
                 println!(
                     "redis-ferry: {failed_total} keys failed; see `redis-ferry report --journal {journal_shown} --format csv`, fix the cause, then run `redis-ferry retry --journal {journal_shown}`"
@@ -643,7 +664,7 @@ fn finish(
                     journal.set_job_state(JobState::Interrupted, None)?;
                     format!("redis-ferry resume --journal {journal_shown}")
                 }
-                Ending::Retry(_) => format!("redis-ferry retry --journal {journal_shown}"),
+                Ending::Retry(outcomes) => retry_command(&journal_shown, &outcomes),
             };
             eprintln!(
                 "redis-ferry: interrupted after {done}; everything done so far is in the journal; run `{again}` to continue"
@@ -656,12 +677,12 @@ fn finish(
                 journal.set_job_state(JobState::Failed, Some(&text))?;
             }
             journal.end_run(Exit::CouldNotRun.code())?;
-            let again = match ending {
-                Ending::Job => "resume",
-                Ending::Retry(_) => "retry",
+            let again = match &ending {
+                Ending::Job => format!("redis-ferry resume --journal {journal_shown}"),
+                Ending::Retry(outcomes) => retry_command(&journal_shown, outcomes),
             };
             bail!(
-                "{text}; the job stopped after {done}; fix the cause, then run `redis-ferry {again} --journal {journal_shown}` to continue"
+                "{text}; the job stopped after {done}; fix the cause, then run `{again}` to continue"
             );
         }
     };

@@ -18,6 +18,8 @@
 //! - [`journal`]: the SQLite journal (schema in `migrations/`), one
 //!   transaction per batch.
 //! - [`status`], [`dry_run`]: read-only views.
+//! - [`report`]: key counts now beside the journal's outcomes, a verdict,
+//!   and the per-key CSV audit log.
 //!
 //! Talking to Redis:
 //! - [`endpoint`]: URLs, passwords (never shown), TLS.
@@ -48,6 +50,7 @@ pub mod outcome;
 pub mod pipeline;
 pub mod progress;
 pub mod rate;
+pub mod report;
 pub mod scan;
 pub mod server;
 pub mod side;

@@ -1,0 +1,348 @@
+//! `redis-ferry report`: what the job did, beside what the servers hold now.
+//!
+//! This module owns the report's model ([`Report`]) and the command's flow.
+//! The model is the journal-only [`JobSummary`] that `status` shows (so the
+//! two never disagree on a count), plus each database's key count read from
+//! the servers now, a [`verdict`] that explains any difference, the most
+//! frequent errors, and every run with its time and rate.
+//!
+//! A server that cannot be reached does not stop the report: its counts
+//! are `null` ("unknown") with the reason, and the rest still comes out.
+//! The CSV audit log needs no server at all and is streamed row by row
+//! ([`audit_log`]); every format goes to stdout or, atomically, to
+//! `--output FILE` ([`output`]).
+
+mod audit_log;
+mod output;
+mod render;
+mod verdict;
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use serde::Serialize;
+
+use crate::clock::{now_ms, rfc3339};
+use crate::endpoint::{Endpoint, Role};
+use crate::exit::Exit;
+use crate::interrupt::Shutdown;
+use crate::job::stored_endpoint;
+use crate::journal::{JobRecord, Journal, RunRecord};
+use crate::outcome::OutcomeCounts;
+use crate::side::Side;
+use crate::status::{DbView, JobSummary, JobView};
+
+pub use audit_log::{CSV_HEADER, write_csv};
+pub use output::Interrupted;
+pub use verdict::{Verdict, VerdictStatus};
+
+/// How long a report waits for a server that drops mid-way: a report is
+/// read-only and an operator is waiting for it, so it gives up sooner than
+/// a job would.
+const COUNT_BUDGET: Duration = Duration::from_secs(10);
+
+/// How many distinct error texts the report lists.
+const TOP_ERRORS: usize = 10;
+
+/// `--format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum Format {
+    /// Aligned plain text for a terminal.
+    #[default]
+    Text,
+    /// Markdown, for a change ticket or a wiki page.
+    Markdown,
+    /// The contract's JSON object, with the verdict and more.
+    Json,
+    /// The per-key audit log: one row per key.
+    Csv,
+}
+
+/// What `report` was asked for, as plain settings.
+#[derive(Debug, Clone)]
+pub struct ReportSettings {
+    pub journal: PathBuf,
+    pub format: Format,
+    /// Write here (atomically) instead of standard output.
+    pub output: Option<PathBuf>,
+    /// `--source` / `--target` given again (for a password, or a new address).
+    pub source: Option<Endpoint>,
+    pub target: Option<Endpoint>,
+}
+
+/// The whole report; serialized as `report --format json`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub job: JobView,
+    pub outcomes: OutcomeCounts,
+    /// Per source database, with `source_keys`/`target_keys` read now
+    /// (`null` when that server could not be asked).
+    pub dbs: Vec<DbView>,
+    pub totals: Totals,
+    pub verdict: Verdict,
+    pub servers: Servers,
+    /// The most frequent errors of failed keys, most frequent first.
+    pub top_errors: Vec<ErrorCount>,
+    pub runs: Vec<RunView>,
+    /// Time spent copying (the runs' time, not the pauses between them).
+    pub copy_seconds: f64,
+    /// Keys handled per second of copy time, over every run.
+    pub rate_keys_per_second: Option<f64>,
+    /// Things that make counts legitimately differ, or limit the audit log.
+    pub notes: Vec<String>,
+    pub generated_at: String,
+}
+
+/// Sums over every database of the job.
+#[derive(Debug, Clone, Serialize)]
+pub struct Totals {
+    pub source_keys: Option<u64>,
+    /// Over the distinct target databases (several source databases may be
+    /// mapped into one).
+    pub target_keys: Option<u64>,
+    #[serde(flatten)]
+    pub outcomes: OutcomeCounts,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Servers {
+    pub source: ServerView,
+    pub target: ServerView,
+}
+
+/// Whether a server answered, and why not.
+#[derive(Debug, Clone, Serialize)]
+pub struct ServerView {
+    /// The URL asked, password shown as `***`.
+    pub url: String,
+    pub reachable: bool,
+    /// Why its counts are unknown.
+    pub error: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct ErrorCount {
+    pub error: String,
+    pub keys: u64,
+}
+
+/// One invocation that worked on the job.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunView {
+    pub command: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    pub seconds: f64,
+    pub keys_processed: u64,
+    /// `null` when the process was killed before it could record one.
+    pub exit_code: Option<i64>,
+}
+
+/// Keys per database on one server now, or why they are unknown.
+#[derive(Debug, Clone)]
+pub struct LiveCounts {
+    pub url: String,
+    pub counts: std::result::Result<BTreeMap<i64, u64>, String>,
+}
+
+impl LiveCounts {
+    fn get(&self, db: i64) -> Option<u64> {
+        self.counts
+            .as_ref()
+            .ok()
+            .map(|counts| counts.get(&db).copied().unwrap_or(0))
+    }
+
+    fn view(&self) -> ServerView {
+        ServerView {
+            url: self.url.clone(),
+            reachable: self.counts.is_ok(),
+            error: self.counts.as_ref().err().cloned(),
+        }
+    }
+}
+
+/// `redis-ferry report`.
+pub fn run(settings: ReportSettings, shutdown: &Shutdown) -> Result<Exit> {
+    let journal = Journal::open_to_read(&settings.journal)?;
+    let destination = output::Destination::new(settings.output.as_deref(), journal.path())?;
+    let result = match settings.format {
+        Format::Csv => destination.write(|out| write_csv(&journal, out, shutdown).map(|_| ())),
+        format => {
+            let report = Report::read(&journal, settings.source, settings.target, shutdown)?;
+            destination.write(|out| render::render(&report, format, out))
+        }
+    };
+    match result {
+        Ok(()) => Ok(Exit::Success),
+        Err(error) if error.is::<Interrupted>() => {
+            eprintln!("redis-ferry: interrupted; {}", destination.left_behind());
+            Ok(Exit::Interrupted)
+        }
+        Err(error) => Err(error),
+    }
+}
+
+impl Report {
+    /// Reads the journal and asks both servers for their key counts now.
+    pub fn read(
+        journal: &Journal,
+        source: Option<Endpoint>,
+        target: Option<Endpoint>,
+        shutdown: &Shutdown,
+    ) -> Result<Report> {
+        let job = journal.job()?.context("the journal holds no job")?;
+        let source = live_counts(Role::Source, &job, source, shutdown);
+        let target = live_counts(Role::Target, &job, target, shutdown);
+        Report::assemble(journal, &job, source, target)
+    }
+
+    /// Builds the report from the journal and counts already taken.
+    pub fn assemble(
+        journal: &Journal,
+        job: &JobRecord,
+        source: LiveCounts,
+        target: LiveCounts,
+    ) -> Result<Report> {
+        let summary = JobSummary::read(journal)?;
+        let dbs: Vec<DbView> = summary
+            .dbs
+            .iter()
+            .map(|db| DbView {
+                source_keys: source.get(db.db),
+                target_keys: target.get(db.target_db),
+                ..db.clone()
+            })
+            .collect();
+        let verdict = Verdict::judge(&summary.job.state, &dbs, &job.options);
+        let runs: Vec<RunView> = journal.runs()?.iter().map(run_view).collect();
+        let copy_seconds: f64 = runs.iter().map(|run| run.seconds).sum();
+        let processed: u64 = runs.iter().map(|run| run.keys_processed).sum();
+        let rate = (copy_seconds > 0.5 && processed > 0)
+            .then(|| (processed as f64 / copy_seconds).round());
+        let top_errors = journal
+            .top_errors(TOP_ERRORS)?
+            .into_iter()
+            .map(|(error, keys)| ErrorCount { error, keys })
+            .collect();
+        Ok(Report {
+            totals: totals(&dbs, &summary.outcomes),
+            notes: notes(job, &dbs, &source),
+            job: summary.job,
+            outcomes: summary.outcomes,
+            dbs,
+            verdict,
+            servers: Servers {
+                source: source.view(),
+                target: target.view(),
+            },
+            top_errors,
+            runs,
+            copy_seconds: (copy_seconds * 10.0).round() / 10.0,
+            rate_keys_per_second: rate,
+            generated_at: rfc3339(now_ms()),
+        })
+    }
+}
+
+/// Asks one side for its keys per database; never fails: an unreachable
+/// server becomes unknown counts with the reason.
+fn live_counts(
+    role: Role,
+    job: &JobRecord,
+    given: Option<Endpoint>,
+    shutdown: &Shutdown,
+) -> LiveCounts {
+    let (stored_url, stored_ca) = match role {
+        Role::Source => (&job.source_url, job.source_tls_ca.clone()),
+        Role::Target => (&job.target_url, job.target_tls_ca.clone()),
+    };
+    let endpoint = match stored_endpoint(role, stored_url, stored_ca, given) {
+        Ok(endpoint) => endpoint,
+        Err(error) => {
+            return LiveCounts {
+                url: stored_url.clone(),
+                counts: Err(format!("{error:#}")),
+            };
+        }
+    };
+    let counts = Side::connect(&endpoint, COUNT_BUDGET, shutdown)
+        .and_then(|mut side| side.key_counts())
+        .map_err(|error| format!("{error:#}"));
+    LiveCounts {
+        url: endpoint.redacted(),
+        counts,
+    }
+}
+
+fn run_view(run: &RunRecord) -> RunView {
+    let end = run.finished_at.unwrap_or(run.updated_at);
+    RunView {
+        command: run.command.clone(),
+        started_at: rfc3339(run.started_at),
+        finished_at: run.finished_at.map(rfc3339),
+        seconds: ((end - run.started_at).max(0) as f64 / 100.0).round() / 10.0,
+        keys_processed: run.keys_processed,
+        exit_code: run.exit_code,
+    }
+}
+
+fn totals(dbs: &[DbView], outcomes: &OutcomeCounts) -> Totals {
+    let source_keys = dbs.iter().map(|db| db.source_keys).sum::<Option<u64>>();
+    // One count per target database, even when several source databases
+    // were mapped into it.
+    let mut targets: BTreeMap<i64, Option<u64>> = BTreeMap::new();
+    for db in dbs {
+        targets.insert(db.target_db, db.target_keys);
+    }
+    Totals {
+        source_keys,
+        target_keys: targets.into_values().sum::<Option<u64>>(),
+        outcomes: *outcomes,
+    }
+}
+
+/// Why counts may legitimately differ, and what the audit log leaves out.
+fn notes(job: &JobRecord, dbs: &[DbView], source: &LiveCounts) -> Vec<String> {
+    let options = &job.options;
+    let mut notes = Vec::new();
+    if options.match_pattern.is_some() || options.key_type.is_some() {
+        notes.push(
+            "--match/--type copied only some keys: the source's other keys are counted in \"source now\" but were never meant for the target".to_string(),
+        );
+    }
+    if let Ok(counts) = &source.counts {
+        let left_out: Vec<String> = counts
+            .iter()
+            .filter(|(db, _)| !dbs.iter().any(|view| view.db == **db))
+            .map(|(db, keys)| format!("db {db} ({keys} key{})", if *keys == 1 { "" } else { "s" }))
+            .collect();
+        if !left_out.is_empty() {
+            notes.push(format!(
+                "source {} not part of this job, so not compared",
+                left_out.join(", ")
+            ));
+        }
+    }
+    let mut sources_of: BTreeMap<i64, Vec<String>> = BTreeMap::new();
+    for db in dbs {
+        sources_of
+            .entry(db.target_db)
+            .or_default()
+            .push(db.db.to_string());
+    }
+    for (target_db, sources) in sources_of.iter().filter(|(_, s)| s.len() > 1) {
+        notes.push(format!(
+            "source dbs {} all go to target db {target_db}: its count is shown on each of their rows, counted once in the total, and compared with their sum",
+            sources.join(", ")
+        ));
+    }
+    if options.journal_keys == crate::options::JournalKeys::Failures {
+        notes.push(
+            "--journal-keys failures: the journal keeps rows (and `report --format csv` lists keys) only for failed and mismatched keys; counts are exact".to_string(),
+        );
+    }
+    notes
+}
