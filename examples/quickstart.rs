@@ -5,7 +5,7 @@
 //! Starts two throwaway redis-servers (redis-server must be on PATH), fills
 //! the source with a few thousand keys of every type, some with TTLs, in
 //! several databases, migrates them with the library, and prints the job's
-//! report. Nothing outside a temporary directory is touched.
+//! report (the same as `redis-ferry report`). Nothing outside a temporary directory is touched.
 
 #[allow(dead_code)]
 #[path = "../tests/common/server.rs"]
@@ -15,10 +15,9 @@ use anyhow::{Context, Result};
 use redis_ferry::endpoint::{Endpoint, Role};
 use redis_ferry::interrupt::Shutdown;
 use redis_ferry::job::{self, Launch};
-use redis_ferry::journal::Journal;
 use redis_ferry::options::CopyOptions;
 use redis_ferry::progress::ProgressMode;
-use redis_ferry::status::JobSummary;
+use redis_ferry::report::{self, Format, ReportSettings};
 use server::RedisServer;
 
 fn main() -> Result<()> {
@@ -46,8 +45,17 @@ fn main() -> Result<()> {
     )?;
     println!("exit status: {}\n", exit.code());
 
-    let journal = Journal::open_to_read(&launch.journal)?;
-    print!("{}", JobSummary::read(&journal)?.to_text());
+    // The same report `redis-ferry report --journal ...` prints.
+    report::run(
+        ReportSettings {
+            journal: launch.journal.clone(),
+            format: Format::Text,
+            output: None,
+            source: None,
+            target: None,
+        },
+        &launch.shutdown,
+    )?;
     Ok(())
 }
 

@@ -283,10 +283,20 @@ fn a_second_ctrl_c_exits_at_once_and_the_journal_stays_consistent() {
     signal(&child, "INT");
     let output = finish(child);
     assert_exit(&output, 130);
-    assert!(stderr(&output).contains("exiting now"), "{}", describe(&output));
-    assert_exit(&ferry(&["resume", "--journal", &journal, "--progress", "off"]), 0);
+    assert!(
+        stderr(&output).contains("exiting now"),
+        "{}",
+        describe(&output)
+    );
+    assert_exit(
+        &ferry(&["resume", "--journal", &journal, "--progress", "off"]),
+        0,
+    );
     assert_servers_equal(&source, &target, &[0, 1, 2]);
-    assert_eq!(status_json(&journal)["outcomes"]["restored"], KEYS as u64 + 9);
+    assert_eq!(
+        status_json(&journal)["outcomes"]["restored"],
+        KEYS as u64 + 9
+    );
 }
 
 #[test]
@@ -301,7 +311,12 @@ fn dropped_connections_are_reconnected_and_the_job_goes_on() {
     // Kill every client connection on both servers, twice.
     for _ in 0..2 {
         for server in [&source, &target] {
-            redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("normal").arg("SKIPME").arg("yes")
+            redis::cmd("CLIENT")
+                .arg("KILL")
+                .arg("TYPE")
+                .arg("normal")
+                .arg("SKIPME")
+                .arg("yes")
                 .exec(&mut server.connection())
                 .unwrap();
         }
@@ -336,10 +351,18 @@ fn a_target_that_stays_down_stops_the_job_resumably() {
     assert!(text.contains("redis-ferry resume --journal"), "{text}");
     let status = status_json(&journal);
     assert_eq!(status["job"]["state"], "failed");
-    assert!(status["job"]["last_error"].as_str().unwrap().contains("lost the connection"));
+    assert!(
+        status["job"]["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("lost the connection")
+    );
 
     target.restart();
-    assert_exit(&ferry(&["resume", "--journal", &journal, "--progress", "off"]), 0);
+    assert_exit(
+        &ferry(&["resume", "--journal", &journal, "--progress", "off"]),
+        0,
+    );
     assert_servers_equal(&source, &target, &[0, 1, 2]);
 }
 
@@ -353,11 +376,22 @@ fn a_target_turned_read_only_stops_the_job() {
     let (s, t) = (source.url(), target.url());
     let child = spawn_ferry(&run_args(&s, &t, &journal, true));
     wait_for_progress(&journal, 1000);
-    redis::cmd("REPLICAOF").arg("127.0.0.1").arg(other.port).exec(&mut target.connection()).unwrap();
+    redis::cmd("REPLICAOF")
+        .arg("127.0.0.1")
+        .arg(other.port)
+        .exec(&mut target.connection())
+        .unwrap();
     let output = finish(child);
     assert_exit(&output, 1);
-    assert!(stderr(&output).contains("READONLY"), "{}", describe(&output));
+    assert!(
+        stderr(&output).contains("READONLY"),
+        "{}",
+        describe(&output)
+    );
     let status = status_json(&journal);
     assert_eq!(status["job"]["state"], "failed");
-    assert_eq!(status["outcomes"]["failed"], 0, "a read-only target is not a per-key failure");
+    assert_eq!(
+        status["outcomes"]["failed"], 0,
+        "a read-only target is not a per-key failure"
+    );
 }

@@ -71,7 +71,13 @@ impl RedisServer {
             .find(|pair| pair[0] == "--requirepass")
             .map(|pair| pair[1].to_string());
         let extra = extra.iter().map(|s| s.to_string()).collect();
-        let mut server = RedisServer { port, extra, password, process, dir };
+        let mut server = RedisServer {
+            port,
+            extra,
+            password,
+            process,
+            dir,
+        };
         if server.wait_ready() {
             Some(server)
         } else {
@@ -85,7 +91,12 @@ impl RedisServer {
         self.stop();
         let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
         self.process = spawn_server(self.port, &self.dir, &extra);
-        assert!(self.wait_ready(), "redis-server did not come back on port {}\n{}", self.port, self.log());
+        assert!(
+            self.wait_ready(),
+            "redis-server did not come back on port {}\n{}",
+            self.port,
+            self.log()
+        );
     }
 
     fn wait_ready(&mut self) -> bool {
@@ -170,7 +181,16 @@ impl RedisServer {
 fn spawn_server(port: u16, dir: &tempfile::TempDir, extra: &[&str]) -> Child {
     let log = dir.path().join("redis.log");
     Command::new(redis_server_bin())
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
         .arg("--dir")
         .arg(dir.path())
         .arg("--logfile")
@@ -181,7 +201,12 @@ fn spawn_server(port: u16, dir: &tempfile::TempDir, extra: &[&str]) -> Child {
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
-        .unwrap_or_else(|e| panic!("cannot start {}: {e}; install redis-server", redis_server_bin()))
+        .unwrap_or_else(|e| {
+            panic!(
+                "cannot start {}: {e}; install redis-server",
+                redis_server_bin()
+            )
+        })
 }
 
 impl Drop for RedisServer {
