@@ -35,6 +35,8 @@ pub enum Command {
     Retry(commands::retry::RetryArgs),
     /// Show where the job stands (works while it runs).
     Status(commands::status::StatusArgs),
+    /// Compare source and target key by key; exit 3 when anything differs.
+    Verify(commands::verify::VerifyArgs),
 }
 
 /// `--journal PATH`, taken by every subcommand.
@@ -74,6 +76,7 @@ fn dispatch(command: Command, shutdown: &Shutdown) -> anyhow::Result<Exit> {
         Command::Resume(args) => commands::resume::run(args, shutdown),
         Command::Retry(args) => commands::retry::run(args, shutdown),
         Command::Status(args) => commands::status::run(args),
+        Command::Verify(args) => commands::verify::run(args, shutdown),
     }
 }
 

@@ -18,6 +18,8 @@
 //! - [`journal`]: the SQLite journal (schema in `migrations/`), one
 //!   transaction per batch.
 //! - [`status`], [`dry_run`]: read-only views.
+//! - [`verify`]: source and target compared key by key (DUMP first, then
+//!   by type, big values in chunks); differences become `mismatch`.
 //!
 //! Talking to Redis:
 //! - [`endpoint`]: URLs, passwords (never shown), TLS.
@@ -50,3 +52,4 @@ pub mod scan;
 pub mod server;
 pub mod side;
 pub mod status;
+pub mod verify;
