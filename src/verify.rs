@@ -31,7 +31,8 @@ pub mod work;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::path::Path;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, sync_channel};
+use std::sync::Mutex;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
@@ -51,7 +52,7 @@ use glob::Glob;
 use reply::{Dbs, Sides};
 use report::{JournalNote, Report, VerifyProgress};
 use walk::{KeyFilter, quotas};
-use work::{Checked, Direction, SourceTask, TargetTask, WorkContext};
+use work::{Batch, COMPARERS_PER_NODE, Checked, Direction, Place, WorkContext};
 
 /// How long a lost connection may take to come back without a journal
 /// (with one, the job's `--reconnect-timeout` applies).
@@ -329,12 +330,12 @@ fn check_cluster_target(sides: &Sides, dbs: &[Dbs]) -> Result<()> {
     Ok(())
 }
 
-/// The work, split per thread.
+/// The work, per node.
 struct Plan {
-    /// One list of tasks per source primary.
-    source: Vec<Vec<SourceTask>>,
-    /// One list per target primary (`--extra`).
-    target: Vec<Vec<TargetTask>>,
+    /// The places of each source primary.
+    source: Vec<Vec<Place>>,
+    /// The places of each target primary (`--extra`).
+    target: Vec<Vec<Place>>,
     /// Keys expected to be checked (for progress), when known.
     expected: Option<u64>,
     /// The sample is smaller than the data.
@@ -342,54 +343,57 @@ struct Plan {
 }
 
 fn plan(sides: &mut Sides, scope: &Scope, settings: &VerifySettings) -> Result<Plan> {
-    let source_infos = sides.source.primaries_info()?;
     let mut places = Vec::new();
-    for (address, info) in &source_infos {
+    for (address, info) in sides.source.primaries_info()? {
         for &dbs in &scope.dbs {
             let keys = info.keyspace.get(&dbs.source).copied().unwrap_or(0);
-            places.push((address.clone(), dbs, keys));
+            places.push((address.clone(), Direction::SourceToTarget(dbs), keys));
         }
     }
-    let counts: Vec<u64> = places.iter().map(|(_, _, keys)| *keys).collect();
-    let shares = sample_shares(&counts, settings.sample);
-    let sampled = shares.iter().any(Option::is_some);
-    let mut source: BTreeMap<String, Vec<SourceTask>> = BTreeMap::new();
-    for ((address, dbs, _), quota) in places.into_iter().zip(shares) {
-        source.entry(address.clone()).or_default().push(SourceTask {
-            address,
-            dbs,
-            quota,
-        });
-    }
+    let counts: Vec<u64> = places.iter().map(|place| place.2).collect();
+    let (source, sampled) = by_node(places, settings.sample);
     let expected = match settings.sample {
         Some(size) if sampled => Some(size),
         _ => Some(counts.iter().sum()),
     };
     let target = if settings.extra {
-        target_plan(sides, scope, settings)?
+        target_places(sides, scope, settings)?
     } else {
         Vec::new()
     };
     Ok(Plan {
-        source: source.into_values().collect(),
+        source,
         target,
         expected,
         sampled,
     })
 }
 
-fn sample_shares(counts: &[u64], sample: Option<u64>) -> Vec<Option<u64>> {
-    match sample {
-        Some(size) => quotas(counts, size),
+/// Places grouped per node, each with its share of a sample; and whether
+/// any share is smaller than its place.
+fn by_node(places: Vec<(String, Direction, u64)>, sample: Option<u64>) -> (Vec<Vec<Place>>, bool) {
+    let counts: Vec<u64> = places.iter().map(|place| place.2).collect();
+    let shares = match sample {
+        Some(size) => quotas(&counts, size),
         None => vec![None; counts.len()],
+    };
+    let sampled = shares.iter().any(Option::is_some);
+    let mut nodes: BTreeMap<String, Vec<Place>> = BTreeMap::new();
+    for ((address, direction, _), quota) in places.into_iter().zip(shares) {
+        nodes.entry(address.clone()).or_default().push(Place {
+            address,
+            direction,
+            quota,
+        });
     }
+    (nodes.into_values().collect(), sampled)
 }
 
-fn target_plan(
+fn target_places(
     sides: &mut Sides,
     scope: &Scope,
     settings: &VerifySettings,
-) -> Result<Vec<Vec<TargetTask>>> {
+) -> Result<Vec<Vec<Place>>> {
     let mut feeds: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
     for dbs in &scope.dbs {
         feeds.entry(dbs.target).or_default().push(dbs.source);
@@ -398,28 +402,18 @@ fn target_plan(
     for (address, info) in sides.target.primaries_info()? {
         for (&target_db, source_dbs) in &feeds {
             let keys = info.keyspace.get(&target_db).copied().unwrap_or(0);
-            places.push((address.clone(), target_db, source_dbs.clone(), keys));
+            let direction = Direction::TargetOnly {
+                target_db,
+                source_dbs: source_dbs.clone(),
+            };
+            places.push((address.clone(), direction, keys));
         }
     }
-    let counts: Vec<u64> = places.iter().map(|place| place.3).collect();
-    let shares = sample_shares(&counts, settings.sample);
-    let mut by_node: BTreeMap<String, Vec<TargetTask>> = BTreeMap::new();
-    for ((address, target_db, source_dbs, _), quota) in places.into_iter().zip(shares) {
-        by_node
-            .entry(address.clone())
-            .or_default()
-            .push(TargetTask {
-                address,
-                target_db,
-                source_dbs,
-                quota,
-            });
-    }
-    Ok(by_node.into_values().collect())
+    Ok(by_node(places, settings.sample).0)
 }
 
-/// Runs the comparison: one thread per primary, batches collected here
-/// (journal, progress, counts).
+/// Runs the comparison: per primary a lister thread and comparer threads;
+/// their batches are collected here (journal, progress, counts).
 pub fn verify(
     sides: Sides,
     scope: &Scope,
@@ -453,23 +447,29 @@ pub fn verify(
     };
     let (sender, receiver) = sync_channel::<Message>(4);
     let collected = std::thread::scope(|scope| {
-        for tasks in &plan.source {
-            let (sender, mut sides, context) = (sender.clone(), sides.fork(), &context);
+        let nodes = plan.source.iter().map(|places| (places, Role::Source));
+        let nodes = nodes.chain(plan.target.iter().map(|places| (places, Role::Target)));
+        for (places, role) in nodes {
+            let (batch_sender, batches) = sync_channel::<Batch>(COMPARERS_PER_NODE * 2);
+            let batches = std::sync::Arc::new(Mutex::new(batches));
+            let mut side = match role {
+                Role::Source => sides.source.fork(),
+                Role::Target => sides.target.fork(),
+            };
+            let (lister_sender, context) = (sender.clone(), &context);
             scope.spawn(move || {
-                let mut emit = |checked: Checked| sender.send(Message::Checked(checked)).is_ok();
-                if let Err(error) = work::compare_source(&mut sides, tasks, context, &mut emit) {
-                    let _ = sender.send(Message::Failed(error));
-                }
+                let mut hand_out = |batch| batch_sender.send(batch).is_ok();
+                let listed = work::list(&mut side, places, context, &mut hand_out);
+                report_failure(&lister_sender, listed);
             });
-        }
-        for tasks in &plan.target {
-            let (sender, mut sides, context) = (sender.clone(), sides.fork(), &context);
-            scope.spawn(move || {
-                let mut emit = |checked: Checked| sender.send(Message::Checked(checked)).is_ok();
-                if let Err(error) = work::find_extra(&mut sides, tasks, context, &mut emit) {
-                    let _ = sender.send(Message::Failed(error));
-                }
-            });
+            for _ in 0..COMPARERS_PER_NODE {
+                let (sender, batches, mut sides) = (sender.clone(), batches.clone(), sides.fork());
+                scope.spawn(move || {
+                    let mut emit = |checked| sender.send(Message::Checked(checked)).is_ok();
+                    let checked = work::check(&mut sides, &batches, context, &mut emit);
+                    report_failure(&sender, checked);
+                });
+            }
         }
         drop(sender);
         let collector = Collector {
@@ -510,6 +510,13 @@ fn describe_scope(dbs: &[Dbs]) -> String {
 enum Message {
     Checked(Checked),
     Failed(anyhow::Error),
+}
+
+/// Passes a thread's error to the collector, which stops everything.
+fn report_failure(sender: &SyncSender<Message>, result: Result<()>) {
+    if let Err(error) = result {
+        let _ = sender.send(Message::Failed(error));
+    }
 }
 
 /// The caller's side of the workers' channel.
@@ -599,6 +606,7 @@ impl<'j> Recorder<'j> {
     /// what differs), and earlier mismatches that now compare equal as
     /// `restored`, in one transaction.
     pub fn record(&mut self, checked: &Checked) -> Result<()> {
+        let db = checked.direction.journal_db();
         let mut results = Vec::new();
         for (key, verdict) in &checked.verdicts {
             match verdict {
@@ -612,10 +620,10 @@ impl<'j> Recorder<'j> {
                         error: Some(detail.clone()),
                     });
                 }
-                Verdict::Equal if checked.direction == Direction::SourceToTarget => {
+                Verdict::Equal if checked.direction.is_source() => {
                     let was_mismatch = self
                         .earlier
-                        .get_mut(&checked.db)
+                        .get_mut(&db)
                         .is_some_and(|keys| keys.remove(key.as_slice()));
                     if was_mismatch {
                         self.cleared += 1;
@@ -635,7 +643,7 @@ impl<'j> Recorder<'j> {
             return Ok(());
         }
         self.journal
-            .commit_batch(checked.db, &results, None, self.journal_keys)
+            .commit_batch(db, &results, None, self.journal_keys)
             .context("cannot record verify's findings in the journal")
     }
 

@@ -716,3 +716,19 @@ fn verify_refuses_clearly_what_it_cannot_do() {
         );
     }
 }
+
+#[test]
+fn a_key_of_another_type_on_the_target_is_a_type_difference() {
+    let source = RedisServer::start();
+    let target = RedisServer::start();
+    cmd(&mut source.connection(), &["SET", "k", "v"]);
+    let dir = tempfile::tempdir().unwrap();
+    copy(&source, &target, &journal_in(&dir), &[]);
+    cmd(&mut target.connection(), &["DEL", "k"]);
+    cmd(&mut target.connection(), &["RPUSH", "k", "v"]);
+    let (s, t) = (source.url(), target.url());
+    let found = verify(&["--source", &s, "--target", &t]);
+    assert_exit(&found, 3);
+    assert_listed(&found, &[("k", "type differs: source string, target list")]);
+    assert_eq!(count(&found, "type differs"), 1);
+}

@@ -1,20 +1,23 @@
 //! Comparing one batch of keys between the source and the target.
 //!
 //! Cheapest first, both servers answering in parallel, one pipeline per
-//! node per step:
+//! node per step, and each step only for the keys the previous one left
+//! open:
 //!
-//! 1. **Probe**: `TYPE`, `PTTL` and `MEMORY USAGE` of every key on both
-//!    sides. Settles keys gone from the source, missing on the target, of
-//!    another type, and tells small values from big ones.
+//! 1. **Probe**: `PTTL` and `MEMORY USAGE` of every key on both sides.
+//!    Settles keys gone from the source and keys missing on the target, and
+//!    tells small values from big ones.
 //! 2. **DUMP** of small values (both sides under [`DUMP_MAX_BYTES`]): equal
-//!    payloads mean equal values. The RDB version and checksum at the end of
-//!    a payload are left out, so servers of different versions that encode a
-//!    value alike still compare equal.
-//! 3. **Whole values** of small keys whose DUMPs differ: equal values can be
+//!    payloads mean equal values, and this settles almost every key. The RDB
+//!    version and checksum at the end of a payload are left out, so servers
+//!    of different versions that encode a value alike still compare equal.
+//! 3. **TYPE**, only for keys whose DUMPs differ and keys too big to DUMP:
+//!    another type is a difference of its own.
+//! 4. **Whole values** of small keys whose DUMPs differ: equal values can be
 //!    encoded differently (listpack or hashtable, set order, ziplist from an
 //!    older server), so `GET` / `LRANGE` / `SMEMBERS` / `ZRANGE` / `HGETALL`
 //!    compare them as data ([`whole`](super::whole)).
-//! 4. **Chunks** for big values, values whose size the server would not
+//! 5. **Chunks** for big values, values whose size the server would not
 //!    tell, and streams: never loaded whole ([`chunked`](super::chunked)).
 //!
 //! TTLs are compared from the probe: equal when both are persistent or
@@ -23,7 +26,7 @@
 use anyhow::Result;
 use redis::Value;
 
-use super::reply::{Dbs, Sides, key_level, on_both, server_error, unreadable_text};
+use super::reply::{Dbs, Sides, key_level, on_both, unreadable_text};
 use super::{chunked, whole};
 use crate::connection::{classify, error_text};
 use crate::copy::{Step, route_rounds, step_for_error};
@@ -107,16 +110,44 @@ pub struct CompareSettings {
 }
 
 /// What the probe found about one key on one side.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Probe {
-    /// `None`: no such key.
-    pub key_type: Option<String>,
+    /// PTTL: -2 when there is no such key, -1 when it has no TTL.
     pub pttl: i64,
     /// `MEMORY USAGE`, when the server answers it.
     pub memory: Option<u64>,
 }
 
+impl Probe {
+    fn exists(&self) -> bool {
+        self.pttl != -2
+    }
+}
+
 type PerKey<T> = std::result::Result<T, String>;
+
+/// A key whose value is still being compared.
+#[derive(Debug, Clone)]
+struct Open {
+    index: usize,
+    /// The larger `MEMORY USAGE` of the two sides, when both answered.
+    size: Option<u64>,
+    /// DUMP was compared (and differed).
+    dumped: bool,
+    /// Known after step 3.
+    key_type: String,
+}
+
+impl Open {
+    fn small(&self) -> bool {
+        self.size.is_some_and(|size| size <= DUMP_MAX_BYTES)
+    }
+
+    /// Bytes this key is expected to hold in memory during a round.
+    fn weight(&self) -> u64 {
+        self.size.unwrap_or(DUMP_MAX_BYTES).max(1)
+    }
+}
 
 /// Compares `keys` (of source db `dbs.source`) with the target's keys of
 /// the same names in `dbs.target`. One verdict per key, in order.
@@ -126,36 +157,52 @@ pub fn compare_keys(
     keys: &[Vec<u8>],
     settings: &CompareSettings,
 ) -> Result<Vec<Verdict>> {
+    let all: Vec<&[u8]> = keys.iter().map(Vec::as_slice).collect();
     let (source, target) = on_both(
         sides,
-        |side| probe(side, dbs.source, keys),
-        |side| probe(side, dbs.target, keys),
+        |side| probe(side, dbs.source, &all),
+        |side| probe(side, dbs.target, &all),
     );
     let (source, target) = (source?, target?);
-    let mut verdicts = Vec::with_capacity(keys.len());
-    let mut to_compare = Vec::new();
+    let mut verdicts: Vec<Option<Verdict>> = vec![None; keys.len()];
+    let mut open = Vec::new();
     for (index, (s, t)) in source.iter().zip(&target).enumerate() {
-        match first_look(s, t, settings) {
-            Some(verdict) => verdicts.push(verdict),
-            None => {
-                verdicts.push(Verdict::Equal); // decided below
-                to_compare.push(index);
-            }
+        match first_look(s, t, settings.ttl_tolerance_ms) {
+            Some(verdict) => verdicts[index] = Some(verdict),
+            None => open.push(Open {
+                index,
+                size: both_sizes(s, t),
+                dumped: false,
+                key_type: String::new(),
+            }),
         }
     }
-    let values = compare_values(sides, dbs, keys, &to_compare, &source, &target)?;
-    for (index, value) in to_compare.into_iter().zip(values) {
-        let (Ok(s), Ok(t)) = (&source[index], &target[index]) else {
-            continue; // first_look settled it
+    let mut values: Vec<(usize, PerKey<Option<String>>)> = Vec::new();
+    let mut open = dump_step(sides, dbs, keys, open, &mut values)?;
+    type_step(sides, dbs, keys, &mut open, &mut verdicts, settings)?;
+    value_step(sides, dbs, keys, open, &mut values)?;
+    for (index, value) in values {
+        let ttl = match (&source[index], &target[index]) {
+            (Ok(s), Ok(t)) => ttl_difference(s.pttl, t.pttl, settings.ttl_tolerance_ms),
+            _ => None,
         };
-        let ttl = ttl_difference(s.pttl, t.pttl, settings.ttl_tolerance_ms);
-        verdicts[index] = final_verdict(value, ttl);
+        verdicts[index] = Some(final_verdict(value, ttl));
     }
-    Ok(verdicts)
+    Ok(verdicts
+        .into_iter()
+        .map(|verdict| verdict.unwrap_or(Verdict::Equal))
+        .collect())
+}
+
+fn both_sizes(source: &PerKey<Probe>, target: &PerKey<Probe>) -> Option<u64> {
+    match (source, target) {
+        (Ok(s), Ok(t)) => Some(s.memory?.max(t.memory?)),
+        _ => None,
+    }
 }
 
 /// Step 1 on one side.
-fn probe(side: &mut Side, db: i64, keys: &[Vec<u8>]) -> Result<Vec<PerKey<Probe>>> {
+fn probe(side: &mut Side, db: i64, keys: &[&[u8]]) -> Result<Vec<PerKey<Probe>>> {
     let role = side.role();
     let addresses = keys.iter().map(|key| side.address_for_key(key)).collect();
     let probes = route_rounds(
@@ -163,10 +210,9 @@ fn probe(side: &mut Side, db: i64, keys: &[Vec<u8>]) -> Result<Vec<PerKey<Probe>
         db,
         addresses,
         |pipe, i| {
-            pipe.cmd("TYPE").arg(&keys[i]);
-            pipe.cmd("PTTL").arg(&keys[i]);
-            pipe.cmd("MEMORY").arg("USAGE").arg(&keys[i]);
-            3
+            pipe.cmd("PTTL").arg(keys[i]);
+            pipe.cmd("MEMORY").arg("USAGE").arg(keys[i]);
+            2
         },
         |_, replies| interpret_probe(replies),
     )?;
@@ -177,22 +223,17 @@ fn probe(side: &mut Side, db: i64, keys: &[Vec<u8>]) -> Result<Vec<PerKey<Probe>
 }
 
 fn interpret_probe(replies: &mut [Value]) -> Step<PerKey<Probe>> {
-    let [key_type, pttl, memory] = replies else {
+    let [pttl, memory] = replies else {
         return Step::Fatal(format!(
-            "expected 3 replies to TYPE, PTTL and MEMORY USAGE, got {}",
+            "expected 2 replies to PTTL and MEMORY USAGE, got {}",
             replies.len()
         ));
     };
     // MEMORY USAGE may be refused (renamed, ACL) without harm: the value is
-    // then compared in chunks. TYPE and PTTL must answer.
-    if let Some(error) = [&*key_type, &*pttl].into_iter().find_map(server_error) {
+    // then compared in chunks. PTTL must answer.
+    if let Value::ServerError(error) = pttl {
         return step_for_error(classify(error), || Err(error_text(error)));
     }
-    let key_type = match key_type {
-        Value::SimpleString(text) => text.clone(),
-        Value::BulkString(bytes) => String::from_utf8_lossy(bytes).into_owned(),
-        other => return Step::Fatal(format!("TYPE returned {other:?}")),
-    };
     let Value::Int(pttl) = *pttl else {
         return Step::Fatal(format!("PTTL returned {pttl:?}"));
     };
@@ -200,12 +241,7 @@ fn interpret_probe(replies: &mut [Value]) -> Step<PerKey<Probe>> {
         Value::Int(bytes) if *bytes >= 0 => Some(*bytes as u64),
         _ => None,
     };
-    let exists = key_type != "none" && pttl != -2;
-    Step::Done(Ok(Probe {
-        key_type: exists.then_some(key_type),
-        pttl,
-        memory,
-    }))
+    Step::Done(Ok(Probe { pttl, memory }))
 }
 
 /// The verdict the probes alone give, or `None` when the values must be
@@ -213,42 +249,34 @@ fn interpret_probe(replies: &mut [Value]) -> Step<PerKey<Probe>> {
 fn first_look(
     source: &PerKey<Probe>,
     target: &PerKey<Probe>,
-    settings: &CompareSettings,
+    tolerance_ms: i64,
 ) -> Option<Verdict> {
     let source = match source {
         Ok(probe) => probe,
         Err(text) => return Some(unreadable(text)),
     };
-    let Some(source_type) = &source.key_type else {
+    if !source.exists() {
         return Some(Verdict::Gone);
-    };
-    if let Some(wanted) = &settings.key_type
-        && wanted != source_type
-    {
-        return Some(Verdict::OutOfScope);
     }
     let target = match target {
         Ok(probe) => probe,
         Err(text) => return Some(unreadable(text)),
     };
-    let Some(target_type) = &target.key_type else {
-        // A key about to expire on the source may already be gone from the
-        // target: within the tolerance, that is no difference.
-        if (0..=settings.ttl_tolerance_ms).contains(&source.pttl) {
-            return Some(Verdict::Equal);
-        }
-        return Some(Verdict::differs(
-            DiffKind::Missing,
-            DiffKind::Missing.label(),
-        ));
-    };
-    if source_type != target_type {
-        return Some(Verdict::differs(
-            DiffKind::Type,
-            format!("type differs: source {source_type}, target {target_type}"),
-        ));
+    if !target.exists() {
+        return Some(missing(source.pttl, tolerance_ms));
     }
     None
+}
+
+/// A key the source has and the target has not.
+fn missing(source_pttl: i64, tolerance_ms: i64) -> Verdict {
+    // A key about to expire on the source may already be gone from the
+    // target: within the tolerance, that is no difference.
+    if (0..=tolerance_ms).contains(&source_pttl) {
+        Verdict::Equal
+    } else {
+        Verdict::differs(DiffKind::Missing, DiffKind::Missing.label())
+    }
 }
 
 fn unreadable(text: &str) -> Verdict {
@@ -293,135 +321,52 @@ fn final_verdict(value: PerKey<Option<String>>, ttl: Option<String>) -> Verdict 
     }
 }
 
-/// How one key's value will be compared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Method {
-    Dump,
-    Chunked,
-}
-
-/// One key whose value is compared: its index in the batch, type and size.
-#[derive(Debug, Clone)]
-struct Item {
-    index: usize,
-    key_type: String,
-    /// The larger `MEMORY USAGE` of the two sides, when both answered.
-    size: Option<u64>,
-}
-
-impl Item {
-    fn method(&self) -> Method {
-        let known = matches!(
-            self.key_type.as_str(),
-            "string" | "list" | "set" | "zset" | "hash" | "stream"
-        );
-        match self.size {
-            // A module type can only be compared by its DUMP payload.
-            _ if !known => Method::Dump,
-            Some(size) if size <= DUMP_MAX_BYTES => Method::Dump,
-            _ => Method::Chunked,
-        }
-    }
-
-    /// Bytes this key is expected to hold in memory during a round.
-    fn weight(&self) -> u64 {
-        self.size.unwrap_or(DUMP_MAX_BYTES).max(1)
-    }
-}
-
-/// Steps 2 to 4 for the keys at `indexes`; one result per index:
-/// `Ok(None)` equal, `Ok(Some(detail))` different, `Err` unreadable.
-fn compare_values(
+/// Step 2: DUMP of the small keys. Equal payloads settle the value (into
+/// `values`); the rest, and every big key, stay open.
+fn dump_step(
     sides: &mut Sides,
     dbs: Dbs,
     keys: &[Vec<u8>],
-    indexes: &[usize],
-    source: &[PerKey<Probe>],
-    target: &[PerKey<Probe>],
-) -> Result<Vec<PerKey<Option<String>>>> {
-    let items: Vec<Item> = indexes
-        .iter()
-        .map(|&index| item(index, &source[index], &target[index]))
-        .collect();
-    let mut results: Vec<Option<PerKey<Option<String>>>> = vec![None; items.len()];
-    let (dumped, mut chunked): (Vec<usize>, Vec<usize>) =
-        (0..items.len()).partition(|&i| items[i].method() == Method::Dump);
-    let mut read_whole = Vec::new();
-    for round in rounds(&dumped, &items) {
-        let payloads = dump_round(sides, dbs, keys, &items, &round)?;
-        for (slot, payloads) in round.into_iter().zip(payloads) {
-            match dump_verdict(&items[slot], payloads) {
-                DumpVerdict::Settled(result) => results[slot] = Some(result),
-                DumpVerdict::ReadWhole => read_whole.push(slot),
-                DumpVerdict::Chunked => chunked.push(slot),
+    open: Vec<Open>,
+    values: &mut Vec<(usize, PerKey<Option<String>>)>,
+) -> Result<Vec<Open>> {
+    let (small, mut still_open): (Vec<Open>, Vec<Open>) = open.into_iter().partition(Open::small);
+    for round in rounds(small) {
+        let round_keys: Vec<&[u8]> = round.iter().map(|o| keys[o.index].as_slice()).collect();
+        let (source, target) = on_both(
+            sides,
+            |side| dump(side, dbs.source, &round_keys),
+            |side| dump(side, dbs.target, &round_keys),
+        );
+        for ((mut item, s), t) in round.into_iter().zip(source?).zip(target?) {
+            match (s, t) {
+                (Ok(Some(s)), Ok(Some(t))) if payload_body(&s) == payload_body(&t) => {
+                    values.push((item.index, Ok(None)));
+                }
+                (Err(text), _) | (_, Err(text)) => values.push((item.index, Err(text))),
+                // Different payloads, or gone since the probe: TYPE tells.
+                _ => {
+                    item.dumped = true;
+                    still_open.push(item);
+                }
             }
         }
     }
-    for round in rounds(&read_whole, &items) {
-        let round_keys: Vec<(&[u8], &str)> = round
-            .iter()
-            .map(|&slot| {
-                let item = &items[slot];
-                (keys[item.index].as_slice(), item.key_type.as_str())
-            })
-            .collect();
-        let compared = whole::compare_round(sides, dbs, &round_keys)?;
-        for (slot, result) in round.into_iter().zip(compared) {
-            results[slot] = Some(result);
-        }
-    }
-    for slot in chunked {
-        let item = &items[slot];
-        let key = &keys[item.index];
-        results[slot] = Some(key_level(chunked::compare_key(
-            sides,
-            dbs,
-            key,
-            &item.key_type,
-        ))?);
-    }
-    Ok(results
-        .into_iter()
-        .map(|result| result.unwrap_or(Ok(None)))
-        .collect())
+    Ok(still_open)
 }
 
-fn item(index: usize, source: &PerKey<Probe>, target: &PerKey<Probe>) -> Item {
-    let (source, target) = match (source, target) {
-        (Ok(s), Ok(t)) => (s, t),
-        // Unreachable: first_look settles unreadable keys.
-        _ => {
-            return Item {
-                index,
-                key_type: String::new(),
-                size: None,
-            };
-        }
-    };
-    let size = match (source.memory, target.memory) {
-        (Some(s), Some(t)) => Some(s.max(t)),
-        _ => None,
-    };
-    Item {
-        index,
-        key_type: source.key_type.clone().unwrap_or_default(),
-        size,
-    }
-}
-
-/// Splits `slots` into rounds that each hold about [`ROUND_BUDGET_BYTES`].
-fn rounds(slots: &[usize], items: &[Item]) -> Vec<Vec<usize>> {
+/// Splits keys into rounds that each hold about [`ROUND_BUDGET_BYTES`].
+fn rounds(items: Vec<Open>) -> Vec<Vec<Open>> {
     let mut rounds = Vec::new();
     let mut current = Vec::new();
     let mut weight = 0;
-    for &slot in slots {
-        let item_weight = items[slot].weight();
-        if !current.is_empty() && weight + item_weight > ROUND_BUDGET_BYTES {
+    for item in items {
+        if !current.is_empty() && weight + item.weight() > ROUND_BUDGET_BYTES {
             rounds.push(std::mem::take(&mut current));
             weight = 0;
         }
-        current.push(slot);
-        weight += item_weight;
+        weight += item.weight();
+        current.push(item);
     }
     if !current.is_empty() {
         rounds.push(current);
@@ -430,26 +375,6 @@ fn rounds(slots: &[usize], items: &[Item]) -> Vec<Vec<usize>> {
 }
 
 type Payload = PerKey<Option<Vec<u8>>>;
-
-/// DUMP of the round's keys on both sides: (source, target) per key.
-fn dump_round(
-    sides: &mut Sides,
-    dbs: Dbs,
-    keys: &[Vec<u8>],
-    items: &[Item],
-    round: &[usize],
-) -> Result<Vec<(Payload, Payload)>> {
-    let round_keys: Vec<&[u8]> = round
-        .iter()
-        .map(|&slot| keys[items[slot].index].as_slice())
-        .collect();
-    let (source, target) = on_both(
-        sides,
-        |side| dump(side, dbs.source, &round_keys),
-        |side| dump(side, dbs.target, &round_keys),
-    );
-    Ok(source?.into_iter().zip(target?).collect())
-}
 
 fn dump(side: &mut Side, db: i64, keys: &[&[u8]]) -> Result<Vec<Payload>> {
     let role = side.role();
@@ -477,48 +402,194 @@ fn dump(side: &mut Side, db: i64, keys: &[&[u8]]) -> Result<Vec<Payload>> {
         .collect())
 }
 
-enum DumpVerdict {
-    Settled(PerKey<Option<String>>),
-    ReadWhole,
-    Chunked,
-}
-
-fn dump_verdict(item: &Item, payloads: (Payload, Payload)) -> DumpVerdict {
-    let (source, target) = match payloads {
-        (Ok(Some(s)), Ok(Some(t))) => (s, t),
-        (Err(text), _) | (_, Err(text)) => return DumpVerdict::Settled(Err(text)),
-        // Deleted between the probe and DUMP: changing right now. The
-        // recheck of differing keys looks again.
-        _ => {
-            return DumpVerdict::Settled(Ok(Some(
-                "the key changed while it was compared".to_string(),
-            )));
-        }
-    };
-    if payload_body(&source) == payload_body(&target) {
-        return DumpVerdict::Settled(Ok(None));
-    }
-    match item.key_type.as_str() {
-        "string" | "list" | "set" | "zset" | "hash" => DumpVerdict::ReadWhole,
-        "stream" => DumpVerdict::Chunked,
-        module => DumpVerdict::Settled(Ok(Some(format!(
-            "DUMP payloads differ (type {module} can only be compared by its DUMP payload, which may also differ between server versions)"
-        )))),
-    }
-}
-
 /// A DUMP payload without its footer: 2 bytes of RDB version and 8 of CRC64.
 fn payload_body(payload: &[u8]) -> &[u8] {
     &payload[..payload.len().saturating_sub(10)]
+}
+
+/// Step 3: TYPE of the keys still open, on both sides. Settles keys of
+/// another type (or gone, or out of the job's `--type`) into `verdicts`,
+/// and notes the type of the others.
+fn type_step(
+    sides: &mut Sides,
+    dbs: Dbs,
+    keys: &[Vec<u8>],
+    open: &mut Vec<Open>,
+    verdicts: &mut [Option<Verdict>],
+    settings: &CompareSettings,
+) -> Result<()> {
+    if open.is_empty() {
+        return Ok(());
+    }
+    let open_keys: Vec<&[u8]> = open.iter().map(|o| keys[o.index].as_slice()).collect();
+    let (source, target) = on_both(
+        sides,
+        |side| types(side, dbs.source, &open_keys),
+        |side| types(side, dbs.target, &open_keys),
+    );
+    let mut still_open = Vec::with_capacity(open.len());
+    for ((mut item, s), t) in open.drain(..).zip(source?).zip(target?) {
+        match typed_look(s, t, settings) {
+            Ok(key_type) => {
+                item.key_type = key_type;
+                still_open.push(item);
+            }
+            Err(verdict) => verdicts[item.index] = Some(verdict),
+        }
+    }
+    *open = still_open;
+    Ok(())
+}
+
+/// The common type of a key, or the verdict when the types settle it.
+fn typed_look(
+    source: PerKey<Option<String>>,
+    target: PerKey<Option<String>>,
+    settings: &CompareSettings,
+) -> std::result::Result<String, Verdict> {
+    let source = match source {
+        Ok(Some(key_type)) => key_type,
+        Ok(None) => return Err(Verdict::Gone),
+        Err(text) => return Err(unreadable(&text)),
+    };
+    if settings
+        .key_type
+        .as_ref()
+        .is_some_and(|wanted| *wanted != source)
+    {
+        return Err(Verdict::OutOfScope);
+    }
+    let target = match target {
+        Ok(Some(key_type)) => key_type,
+        // Gone from the target since the probe.
+        Ok(None) => return Err(missing(-1, 0)),
+        Err(text) => return Err(unreadable(&text)),
+    };
+    if source != target {
+        return Err(Verdict::differs(
+            DiffKind::Type,
+            format!("type differs: source {source}, target {target}"),
+        ));
+    }
+    Ok(source)
+}
+
+fn types(side: &mut Side, db: i64, keys: &[&[u8]]) -> Result<Vec<PerKey<Option<String>>>> {
+    let role = side.role();
+    let addresses = keys.iter().map(|key| side.address_for_key(key)).collect();
+    let types = route_rounds(
+        side,
+        db,
+        addresses,
+        |pipe, i| {
+            pipe.cmd("TYPE").arg(keys[i]);
+            1
+        },
+        |_, replies| match replies {
+            [Value::ServerError(error)] => {
+                step_for_error(classify(error), || Err(error_text(error)))
+            }
+            [Value::SimpleString(name)] => {
+                Step::Done(Ok((name.as_str() != "none").then(|| name.clone())))
+            }
+            other => Step::Fatal(format!("TYPE returned {other:?}")),
+        },
+    )?;
+    Ok(types
+        .into_iter()
+        .map(|key_type| key_type.map_err(|text| unreadable_text(role, &text)))
+        .collect())
+}
+
+/// How a key whose type is known gets its value compared.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    /// Read whole and compared as data (small, DUMPs differ).
+    Whole,
+    /// In chunks (big, size unknown, or a stream).
+    Chunked,
+    /// By DUMP payload only (module types).
+    Dump,
+}
+
+fn method(item: &Open) -> Method {
+    match item.key_type.as_str() {
+        "string" | "list" | "set" | "zset" | "hash" if item.dumped => Method::Whole,
+        "string" | "list" | "set" | "zset" | "hash" | "stream" => Method::Chunked,
+        _ => Method::Dump,
+    }
+}
+
+/// Steps 4 and 5: the values of the keys still open.
+fn value_step(
+    sides: &mut Sides,
+    dbs: Dbs,
+    keys: &[Vec<u8>],
+    open: Vec<Open>,
+    values: &mut Vec<(usize, PerKey<Option<String>>)>,
+) -> Result<()> {
+    let mut whole_items = Vec::new();
+    let mut module_items = Vec::new();
+    for item in open {
+        match method(&item) {
+            Method::Whole => whole_items.push(item),
+            Method::Dump => module_items.push(item),
+            Method::Chunked => {
+                let key = &keys[item.index];
+                let result = chunked::compare_key(sides, dbs, key, &item.key_type);
+                values.push((item.index, key_level(result)?));
+            }
+        }
+    }
+    for round in rounds(whole_items) {
+        let round_keys: Vec<(&[u8], &str)> = round
+            .iter()
+            .map(|item| (keys[item.index].as_slice(), item.key_type.as_str()))
+            .collect();
+        let compared = whole::compare_round(sides, dbs, &round_keys)?;
+        values.extend(round.iter().map(|item| item.index).zip(compared));
+    }
+    for item in module_items {
+        values.push((item.index, module_value(sides, dbs, keys, &item)?));
+    }
+    Ok(())
+}
+
+/// A module type can only be compared by its DUMP payload (which may also
+/// differ between module versions).
+fn module_value(
+    sides: &mut Sides,
+    dbs: Dbs,
+    keys: &[Vec<u8>],
+    item: &Open,
+) -> Result<PerKey<Option<String>>> {
+    let differs = format!(
+        "DUMP payloads differ (type {} can only be compared by its DUMP payload)",
+        item.key_type
+    );
+    if item.dumped {
+        return Ok(Ok(Some(differs)));
+    }
+    let key = [keys[item.index].as_slice()];
+    let (source, target) = on_both(
+        sides,
+        |side| dump(side, dbs.source, &key),
+        |side| dump(side, dbs.target, &key),
+    );
+    let (source, target) = (source?.pop(), target?.pop());
+    Ok(match (source, target) {
+        (Some(Ok(Some(s))), Some(Ok(Some(t)))) if payload_body(&s) == payload_body(&t) => Ok(None),
+        (Some(Err(text)), _) | (_, Some(Err(text))) => Err(text),
+        _ => Ok(Some(differs)),
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    fn probe(key_type: Option<&str>, pttl: i64) -> PerKey<Probe> {
+    fn probe(pttl: i64) -> PerKey<Probe> {
         Ok(Probe {
-            key_type: key_type.map(str::to_string),
             pttl,
             memory: Some(64),
         })
@@ -531,53 +602,74 @@ mod tests {
         }
     }
 
+    fn typed(
+        s: Option<&str>,
+        t: Option<&str>,
+        settings: &CompareSettings,
+    ) -> Result<String, Verdict> {
+        typed_look(
+            Ok(s.map(str::to_string)),
+            Ok(t.map(str::to_string)),
+            settings,
+        )
+    }
+
     #[test]
-    fn probes_settle_missing_gone_and_type_differences() {
-        let s = settings();
+    fn probes_settle_missing_and_gone_keys() {
         assert_eq!(
-            first_look(&probe(Some("hash"), -1), &probe(None, -2), &s),
+            first_look(&probe(-1), &probe(-2), 5000),
             Some(Verdict::differs(DiffKind::Missing, "missing on target"))
         );
         assert_eq!(
-            first_look(&probe(None, -2), &probe(Some("hash"), -1), &s),
+            first_look(&probe(-2), &probe(-1), 5000),
             Some(Verdict::Gone)
         );
+        assert_eq!(first_look(&probe(-1), &probe(-1), 5000), None);
+        let refused: PerKey<Probe> = Err("the target answered \"NOPERM\"".into());
         assert_eq!(
-            first_look(&probe(Some("hash"), -1), &probe(Some("string"), -1), &s),
+            first_look(&probe(-1), &refused, 5000),
             Some(Verdict::differs(
+                DiffKind::Unreadable,
+                "could not compare: the target answered \"NOPERM\""
+            ))
+        );
+    }
+
+    #[test]
+    fn types_settle_type_differences_and_a_typed_jobs_scope() {
+        let s = settings();
+        assert_eq!(
+            typed(Some("hash"), Some("string"), &s),
+            Err(Verdict::differs(
                 DiffKind::Type,
                 "type differs: source hash, target string"
             ))
         );
         assert_eq!(
-            first_look(&probe(Some("hash"), -1), &probe(Some("hash"), -1), &s),
-            None
+            typed(Some("hash"), Some("hash"), &s),
+            Ok("hash".to_string())
+        );
+        assert_eq!(typed(None, Some("hash"), &s), Err(Verdict::Gone));
+        let hashes_only = CompareSettings {
+            key_type: Some("hash".into()),
+            ..settings()
+        };
+        assert_eq!(
+            typed(Some("string"), None, &hashes_only),
+            Err(Verdict::OutOfScope)
         );
     }
 
     #[test]
     fn a_key_about_to_expire_may_already_be_gone_from_the_target() {
-        let s = settings();
         assert_eq!(
-            first_look(&probe(Some("string"), 1200), &probe(None, -2), &s),
+            first_look(&probe(1200), &probe(-2), 5000),
             Some(Verdict::Equal)
         );
         assert!(
-            first_look(&probe(Some("string"), 60_000), &probe(None, -2), &s)
+            first_look(&probe(60_000), &probe(-2), 5000)
                 .unwrap()
                 .is_difference()
-        );
-    }
-
-    #[test]
-    fn keys_of_other_types_are_out_of_a_typed_jobs_scope() {
-        let s = CompareSettings {
-            key_type: Some("hash".into()),
-            ..settings()
-        };
-        assert_eq!(
-            first_look(&probe(Some("string"), -1), &probe(None, -2), &s),
-            Some(Verdict::OutOfScope)
         );
     }
 
@@ -624,40 +716,22 @@ mod tests {
 
     #[test]
     fn big_values_go_to_chunks_and_rounds_stay_within_budget() {
-        let small = Item {
+        let item = |key_type: &str, size: Option<u64>, dumped: bool| Open {
             index: 0,
-            key_type: "hash".into(),
-            size: Some(1000),
+            size,
+            dumped,
+            key_type: key_type.to_string(),
         };
-        let big = Item {
-            size: Some(DUMP_MAX_BYTES + 1),
-            ..small.clone()
-        };
-        let unknown = Item {
-            size: None,
-            ..small.clone()
-        };
-        let module = Item {
-            key_type: "ReJSON-RL".into(),
-            size: None,
-            ..small.clone()
-        };
-        assert_eq!(small.method(), Method::Dump);
-        assert_eq!(big.method(), Method::Chunked);
-        assert_eq!(unknown.method(), Method::Chunked);
-        assert_eq!(module.method(), Method::Dump);
-        let items = vec![
-            Item {
-                size: Some(10 * 1024 * 1024),
-                ..small.clone()
-            };
-            4
-        ];
-        assert_eq!(
-            rounds(&[0, 1, 2, 3], &items),
-            vec![vec![0], vec![1], vec![2], vec![3]]
-        );
-        let items = vec![small; 3];
-        assert_eq!(rounds(&[0, 1, 2], &items), vec![vec![0, 1, 2]]);
+        assert!(item("hash", Some(1000), false).small());
+        assert!(!item("hash", Some(DUMP_MAX_BYTES + 1), false).small());
+        assert!(!item("hash", None, false).small());
+        assert_eq!(method(&item("hash", Some(1000), true)), Method::Whole);
+        assert_eq!(method(&item("hash", None, false)), Method::Chunked);
+        assert_eq!(method(&item("stream", Some(1000), true)), Method::Chunked);
+        assert_eq!(method(&item("ReJSON-RL", None, false)), Method::Dump);
+        let big = vec![item("hash", Some(10 * 1024 * 1024), false); 4];
+        assert_eq!(rounds(big).len(), 4);
+        let small = vec![item("hash", Some(1000), false); 3];
+        assert_eq!(rounds(small).len(), 1);
     }
 }

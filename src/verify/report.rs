@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 
 use super::compare::{DiffKind, Verdict};
-use super::work::{Checked, Direction};
+use super::work::Checked;
 use crate::escape::escape_key;
 use crate::exit::Exit;
 use crate::progress::ProgressMode;
@@ -66,18 +66,19 @@ pub struct Report {
 impl Report {
     /// Counts a batch of verdicts.
     pub fn add(&mut self, checked: &Checked) {
+        let source = checked.direction.is_source();
         for (key, verdict) in &checked.verdicts {
-            match (checked.direction, verdict) {
-                (_, Verdict::OutOfScope) => {}
-                (Direction::SourceToTarget, Verdict::Gone) => self.gone += 1,
-                (Direction::SourceToTarget, _) => self.checked += 1,
-                (Direction::TargetOnly, _) => self.target_checked += 1,
+            match verdict {
+                Verdict::OutOfScope => {}
+                Verdict::Gone if source => self.gone += 1,
+                _ if source => self.checked += 1,
+                _ => self.target_checked += 1,
             }
             if let Verdict::Differs { kind, detail } = verdict {
                 *self.counts.entry(*kind).or_default() += 1;
                 if self.first.len() < self.show {
                     self.first.push(Difference {
-                        db: checked.db,
+                        db: checked.direction.journal_db(),
                         key: key.clone(),
                         kind: *kind,
                         detail: detail.clone(),
@@ -306,11 +307,15 @@ impl VerifyProgress {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::verify::reply::Dbs;
+    use crate::verify::work::Direction;
 
     fn checked(verdicts: Vec<(&[u8], Verdict)>) -> Checked {
         Checked {
-            direction: Direction::SourceToTarget,
-            db: 0,
+            direction: Direction::SourceToTarget(Dbs {
+                source: 0,
+                target: 0,
+            }),
             verdicts: verdicts.into_iter().map(|(k, v)| (k.to_vec(), v)).collect(),
         }
     }
