@@ -108,10 +108,11 @@ impl Report {
         }
     }
 
-    fn rate(&self) -> f64 {
+    /// Source keys checked per second.
+    pub fn rate(&self) -> f64 {
         let seconds = self.elapsed.as_secs_f64();
         if seconds > 0.0 {
-            (self.checked + self.gone + self.target_checked) as f64 / seconds
+            (self.checked + self.gone) as f64 / seconds
         } else {
             0.0
         }
