@@ -320,13 +320,23 @@ fn equal_values_in_other_encodings_are_not_differences() {
         "without --journal nothing is written, not even a journal"
     );
 
-    // The structural comparison still sees a real difference.
+    // The structural comparison still sees real differences.
     cmd(&mut target.connection(), &["HSET", "hash", "f3", "other"]);
+    cmd(
+        &mut target.connection(),
+        &["XACK", "stream", "readers", "1-1"],
+    );
     let differs = run(&[]);
     assert_exit(&differs, 3);
     assert_listed(
         &differs,
-        &[("hash", "value differs: hash field \"f3\" differs")],
+        &[
+            ("hash", "value differs: hash field \"f3\" differs"),
+            (
+                "stream",
+                "value differs: stream consumer group \"readers\" differs (last delivered id, pending entries or consumers)",
+            ),
+        ],
     );
     assert!(stdout(&differs).contains("verify with the job's --journal to record them"));
 }
