@@ -37,6 +37,8 @@ pub enum Command {
     Status(commands::status::StatusArgs),
     /// The final report: key counts now beside the journal's outcomes, and a verdict; or the per-key CSV.
     Report(commands::report::ReportArgs),
+    /// Compare source and target key by key; exit 3 when anything differs.
+    Verify(commands::verify::VerifyArgs),
 }
 
 /// `--journal PATH`, taken by every subcommand.
@@ -77,6 +79,7 @@ fn dispatch(command: Command, shutdown: &Shutdown) -> anyhow::Result<Exit> {
         Command::Retry(args) => commands::retry::run(args, shutdown),
         Command::Status(args) => commands::status::run(args),
         Command::Report(args) => commands::report::run(args, shutdown),
+        Command::Verify(args) => commands::verify::run(args, shutdown),
     }
 }
 

@@ -225,7 +225,7 @@ pub fn interpret_read(replies: &mut [Value], ttl_mode: TtlMode) -> Step<Found> {
 
 /// The step for a server error: redirects and pauses are followed; a key
 /// error becomes this key's result (`failed`); the rest stops the job.
-fn step_for_error<T>(class: ErrorClass, key_failure: impl FnOnce() -> T) -> Step<T> {
+pub fn step_for_error<T>(class: ErrorClass, key_failure: impl FnOnce() -> T) -> Step<T> {
     match class {
         ErrorClass::Moved { address, .. } => Step::Redirect {
             address,

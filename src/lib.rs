@@ -20,6 +20,8 @@
 //! - [`status`], [`dry_run`]: read-only views.
 //! - [`report`]: key counts now beside the journal's outcomes, a verdict,
 //!   and the per-key CSV audit log.
+//! - [`verify`]: source and target compared key by key (DUMP first, then
+//!   by type, big values in chunks); differences become `mismatch`.
 //!
 //! Talking to Redis:
 //! - [`endpoint`]: URLs, passwords (never shown), TLS.
@@ -55,3 +57,4 @@ pub mod scan;
 pub mod server;
 pub mod side;
 pub mod status;
+pub mod verify;

@@ -6,6 +6,7 @@ pub mod resume;
 pub mod retry;
 pub mod run;
 pub mod status;
+pub mod verify;
 
 use anyhow::Result;
 

@@ -1,0 +1,105 @@
+//! `redis-ferry verify [--journal PATH | --source URL --target URL] [--sample N]
+//! [--ttl-tolerance MS] [--match PATTERN] [--extra]`.
+//!
+//! Which mode: `--journal` given, or neither URL pair complete, means the
+//! job's journal (default `./redis-ferry.db`), with `--source`/`--target`
+//! only supplying passwords or new addresses, as for `resume`. Both URLs
+//! and no `--journal` compare those two servers and record nothing.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Result, bail};
+use clap::Args;
+
+use crate::endpoint::{Endpoint, Role};
+use crate::exit::Exit;
+use crate::interrupt::Shutdown;
+use crate::progress::ProgressMode;
+use crate::verify::{self, VerifySettings};
+
+const DEFAULT_JOURNAL: &str = "./redis-ferry.db";
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// The job's journal: compare its source and target, record differences as `mismatch`.
+    ///
+    /// Default ./redis-ferry.db, unless both --source and --target are given
+    /// (then nothing is recorded).
+    #[arg(long, value_name = "PATH")]
+    pub journal: Option<PathBuf>,
+    /// The source: with --target and no --journal, the server to compare; with a journal, its password or new address.
+    #[arg(long, value_name = "URL")]
+    pub source: Option<String>,
+    /// The target: with --source and no --journal, the server to compare; with a journal, its password or new address.
+    #[arg(long, value_name = "URL")]
+    pub target: Option<String>,
+    /// A CA certificate (PEM) for a rediss:// source.
+    #[arg(long, value_name = "FILE")]
+    pub source_tls_ca: Option<PathBuf>,
+    /// A CA certificate (PEM) for a rediss:// target.
+    #[arg(long, value_name = "FILE")]
+    pub target_tls_ca: Option<PathBuf>,
+    /// Check a random sample of about N keys (RANDOMKEY) instead of every key.
+    ///
+    /// The sample is spread over databases and cluster primaries in
+    /// proportion to their key counts. A quick look; only a full verify
+    /// proves the whole target.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub sample: Option<u64>,
+    /// TTLs further apart than this (milliseconds) count as different.
+    #[arg(long, value_name = "MS", default_value_t = 5000)]
+    pub ttl_tolerance: u64,
+    /// Only keys matching this glob (with a journal: within the job's own --match).
+    #[arg(long = "match", value_name = "PATTERN")]
+    pub match_pattern: Option<String>,
+    /// Also scan the target for keys the source does not have.
+    ///
+    /// With a journal they are recorded as `mismatch` too, and
+    /// `retry --outcome mismatch` deletes them from the target.
+    #[arg(long)]
+    pub extra: bool,
+    /// How many differing keys the summary lists.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub show: usize,
+    /// SCAN COUNT hint (default: the job's, or 1000).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub scan_count: Option<u32>,
+    /// Progress display on stderr.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
+}
+
+pub fn run(args: VerifyArgs, shutdown: &Shutdown) -> Result<Exit> {
+    let settings = VerifySettings {
+        sample: args.sample,
+        ttl_tolerance_ms: args.ttl_tolerance,
+        match_pattern: args.match_pattern.clone(),
+        extra: args.extra,
+        show: args.show,
+        scan_count: args.scan_count,
+        progress: args.progress,
+    };
+    if let (None, Some(source), Some(target)) = (&args.journal, &args.source, &args.target) {
+        let source = Endpoint::parse(Role::Source, source)?
+            .with_tls_ca(args.source_tls_ca.clone())
+            .with_env_password();
+        let target = Endpoint::parse(Role::Target, target)?
+            .with_tls_ca(args.target_tls_ca.clone())
+            .with_env_password();
+        return verify::without_journal(&source, &target, &settings, shutdown);
+    }
+    let explicit = args.journal.is_some();
+    let journal = args
+        .journal
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_JOURNAL));
+    if !explicit && !Path::new(&journal).exists() {
+        bail!(
+            "journal {DEFAULT_JOURNAL} does not exist: pass --journal PATH of a job, or both --source URL and --target URL to compare two servers without a journal"
+        );
+    }
+    let source =
+        super::optional_endpoint(Role::Source, args.source.as_deref(), args.source_tls_ca)?;
+    let target =
+        super::optional_endpoint(Role::Target, args.target.as_deref(), args.target_tls_ca)?;
+    verify::with_journal(&journal, source, target, &settings, shutdown)
+}
