@@ -17,10 +17,11 @@
 //! - `replicaof`: Redis's own full sync (REPLICAOF, wait for the link and
 //!   the key count, REPLICAOF NO ONE).
 //!
-//! Columns: keys/s; ratio to the MIGRATE reference; peak RSS of the
-//! redis-ferry code (VmHWM of this process, reset before each run; servers
-//! excluded); CPU seconds per million keys of every process involved
-//! (this process + both servers), and of the client alone.
+//! Columns: keys/s; ratio to the MIGRATE reference; peak RSS of redis-ferry
+//! (each redis-ferry contender runs in a child process of the benchmark,
+//! through the library, so its VmHWM is its own); CPU seconds per million
+//! keys of every process involved (client + both servers), and of the
+//! client alone.
 //!
 //! Datasets: `small` is N string keys of about 100 bytes, 10% with TTLs, in
 //! db 0. `mixed` is N keys of every type (strings, hashes, lists, sets,
@@ -89,6 +90,9 @@ struct Row {
 }
 
 fn main() -> Result<()> {
+    if std::env::args().nth(1).as_deref() == Some("--ferry-child") {
+        return ferry_child();
+    }
     let args = parse_args()?;
     // No 5 s wait for more replicas before a full sync starts.
     let source = RedisServer::start_with(&["--maxmemory", "0", "--repl-diskless-sync-delay", "0"]);
@@ -121,19 +125,20 @@ fn main() -> Result<()> {
             process_cpu_seconds(std::process::id())?,
             servers_cpu(&source, &target)?,
         );
-        reset_peak_rss();
         let started = Instant::now();
-        let (peak, note) = match contender.as_str() {
-            "ferry-all" => run_ferry(&source, &target, JournalKeys::All, args.scan_count)?,
-            "ferry-failures" => {
-                run_ferry(&source, &target, JournalKeys::Failures, args.scan_count)?
-            }
-            "migrate" => (None, run_migrate(&source, &target, &dbs)?),
-            "replicaof" => (None, run_replicaof(&source, &target, &dbs, total_keys)?),
+        let (peak, note, child_cpu) = match contender.as_str() {
+            "ferry-all" => spawn_ferry(&source, &target, "all", args.scan_count)?,
+            "ferry-failures" => spawn_ferry(&source, &target, "failures", args.scan_count)?,
+            "migrate" => (None, run_migrate(&source, &target, &dbs)?, 0.0),
+            "replicaof" => (
+                None,
+                run_replicaof(&source, &target, &dbs, total_keys)?,
+                0.0,
+            ),
             other => bail!("unknown contender {other}"),
         };
         let seconds = started.elapsed().as_secs_f64();
-        let client = process_cpu_seconds(std::process::id())? - cpu_before.0;
+        let client = process_cpu_seconds(std::process::id())? - cpu_before.0 + child_cpu;
         let servers = servers_cpu(&source, &target)? - cpu_before.1;
         let copied: u64 = dbs
             .iter()
@@ -157,14 +162,61 @@ fn main() -> Result<()> {
     Ok(())
 }
 
-/// Runs redis-ferry through the library with a journal on disk; returns
-/// the peak RSS of the run and the journal's size per key.
-fn run_ferry(
+/// Runs redis-ferry in a child process of this benchmark (through the
+/// library, as below), so its peak RSS and CPU are its own and not the
+/// loader's. Returns peak RSS, a note with the journal's size, CPU seconds.
+fn spawn_ferry(
     source: &RedisServer,
     target: &RedisServer,
+    journal_keys: &str,
+    scan_count: u32,
+) -> Result<(Option<f64>, String, f64)> {
+    let output = std::process::Command::new(std::env::current_exe()?)
+        .args(["--ferry-child", &source.url(), &target.url(), journal_keys])
+        .arg(scan_count.to_string())
+        .stderr(std::process::Stdio::inherit())
+        .output()?;
+    if !output.status.success() {
+        bail!(
+            "redis-ferry child failed: {}",
+            String::from_utf8_lossy(&output.stdout)
+        );
+    }
+    let text = String::from_utf8_lossy(&output.stdout);
+    let line = text
+        .lines()
+        .find_map(|l| l.strip_prefix("FERRY_RESULT "))
+        .context("the child printed no result")?;
+    let fields: Vec<&str> = line.split_whitespace().collect();
+    let peak: f64 = fields[0].parse()?;
+    let cpu: f64 = fields[1].parse()?;
+    Ok((Some(peak), format!("journal {} bytes", fields[2]), cpu))
+}
+
+/// The child side of [`spawn_ferry`]: `--ferry-child SOURCE TARGET all|failures SCAN_COUNT`.
+fn ferry_child() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    let [source, target, journal_keys, scan_count] = args.as_slice() else {
+        bail!("--ferry-child SOURCE TARGET all|failures SCAN_COUNT");
+    };
+    let journal_keys = match journal_keys.as_str() {
+        "all" => JournalKeys::All,
+        _ => JournalKeys::Failures,
+    };
+    let (peak, bytes) = run_ferry(source, target, journal_keys, scan_count.parse()?)?;
+    let cpu = process_cpu_seconds(std::process::id())?;
+    println!("FERRY_RESULT {:.1} {cpu:.2} {bytes}", peak.unwrap_or(0.0));
+    Ok(())
+}
+
+/// Runs redis-ferry through the library with a journal on disk; returns
+/// the peak RSS of the run and the journal's size in bytes.
+fn run_ferry(
+    source: &str,
+    target: &str,
     journal_keys: JournalKeys,
     scan_count: u32,
-) -> Result<(Option<f64>, String)> {
+) -> Result<(Option<f64>, u64)> {
     let dir = tempfile::tempdir_in(".")?;
     let launch = Launch {
         journal: dir.path().join("bench.db"),
@@ -177,8 +229,8 @@ fn run_ferry(
         ..CopyOptions::default()
     };
     let exit = job::start(
-        Endpoint::parse(Role::Source, &source.url())?,
-        Endpoint::parse(Role::Target, &target.url())?,
+        Endpoint::parse(Role::Source, source)?,
+        Endpoint::parse(Role::Target, target)?,
         options,
         &launch,
     )?;
@@ -191,7 +243,7 @@ fn run_ferry(
         .filter_map(|name| std::fs::metadata(dir.path().join(name)).ok())
         .map(|m| m.len())
         .sum();
-    Ok((peak, format!("journal {bytes} bytes")))
+    Ok((peak, bytes))
 }
 
 /// The reference: SCAN COUNT 1000, then MIGRATE ... COPY REPLACE KEYS per batch.
@@ -383,11 +435,6 @@ fn flush(server: &RedisServer) -> Result<()> {
 
 fn dbsize(server: &RedisServer, db: i64) -> Result<u64> {
     Ok(redis::cmd("DBSIZE").query(&mut server.connection_db(db))?)
-}
-
-/// Resets VmHWM so the next reading is the peak of what runs after.
-fn reset_peak_rss() {
-    let _ = std::fs::write("/proc/self/clear_refs", "5");
 }
 
 fn peak_rss_mb() -> Option<f64> {

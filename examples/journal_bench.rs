@@ -58,6 +58,21 @@ fn main() -> anyhow::Result<()> {
         .filter_map(|e| e.ok()?.metadata().ok())
         .map(|m| m.len())
         .sum();
+    let sqlite_peak = unsafe { rusqlite::ffi::sqlite3_memory_highwater(0) };
+    let hwm = std::fs::read_to_string("/proc/self/status")
+        .unwrap_or_default()
+        .lines()
+        .find(|l| l.starts_with("VmHWM"))
+        .unwrap_or("")
+        .split_whitespace()
+        .nth(1)
+        .and_then(|kb| kb.parse::<f64>().ok())
+        .unwrap_or(0.0);
+    println!(
+        "sqlite peak memory {:.1} MB, process peak RSS {:.1} MB",
+        sqlite_peak as f64 / 1e6,
+        hwm / 1024.0
+    );
     println!(
         "{keys} keys in batches of {batch}: {seconds:.2}s, {:.0} keys/s, {:.1} bytes/key on disk",
         keys as f64 / seconds,

@@ -17,6 +17,7 @@ use redis::{ConnectionLike, ServerError, ServerErrorKind, Value};
 
 use crate::endpoint::{CONNECT_TIMEOUT, Endpoint, describe_connect_error};
 use crate::interrupt::Shutdown;
+use crate::wire::CommandBuffer;
 
 /// How long one reply may take before the connection counts as broken.
 /// Generous, because a DUMP or RESTORE of a very large key takes seconds.
@@ -86,7 +87,7 @@ impl NodeConnection {
 
     /// Runs one command; a server error is returned as an `Err`.
     pub fn command(&mut self, command: &redis::Cmd) -> Result<Value> {
-        let mut pipe = redis::pipe();
+        let mut pipe = CommandBuffer::new();
         pipe.add_command(command.clone());
         let reply = self.pipeline(&pipe)?.pop().unwrap_or(Value::Nil);
         match reply {
@@ -97,11 +98,11 @@ impl NodeConnection {
 
     /// Sends a pipeline and returns one reply per command. Connection
     /// failures are retried within the reconnect budget.
-    pub fn pipeline(&mut self, pipe: &redis::Pipeline) -> Result<Vec<Value>> {
+    pub fn pipeline(&mut self, pipe: &CommandBuffer) -> Result<Vec<Value>> {
         if pipe.is_empty() {
             return Ok(Vec::new());
         }
-        self.send_with_retry(&pipe.get_packed_pipeline(), pipe.len())
+        self.send_with_retry(pipe.bytes(), pipe.len())
     }
 
     /// Sends already packed commands (`count` of them) with retry.

@@ -26,6 +26,7 @@ use crate::connection::{ErrorClass, classify, error_text};
 use crate::options::{Existing, TtlMode};
 use crate::outcome::{KeyResult, Outcome};
 use crate::side::Side;
+use crate::wire::CommandBuffer;
 
 /// How many times one key may be redirected before it counts as failed.
 const MAX_REDIRECTS: u32 = 16;
@@ -88,7 +89,7 @@ pub fn route_rounds<T>(
     side: &mut Side,
     db: i64,
     addresses: Vec<String>,
-    mut queue: impl FnMut(&mut redis::Pipeline, usize) -> usize,
+    mut queue: impl FnMut(&mut CommandBuffer, usize) -> usize,
     mut interpret: impl FnMut(usize, &mut [Value]) -> Step<T>,
 ) -> Result<Vec<T>> {
     let mut results: Vec<Option<T>> = (0..addresses.len()).map(|_| None).collect();
@@ -109,7 +110,7 @@ pub fn route_rounds<T>(
         let mut work = Vec::with_capacity(groups.len());
         let mut layouts = Vec::with_capacity(groups.len());
         for (address, items) in groups {
-            let mut pipe = redis::pipe();
+            let mut pipe = CommandBuffer::new();
             let mut layout = Vec::with_capacity(items.len());
             for (index, ask) in items {
                 let mut count = 0;
@@ -183,7 +184,7 @@ fn side_budget(side: &Side) -> Duration {
 }
 
 /// Queues the reads of one key: DUMP, then PTTL (or PEXPIRETIME).
-pub fn queue_read(pipe: &mut redis::Pipeline, key: &[u8], ttl_mode: TtlMode) -> usize {
+pub fn queue_read(pipe: &mut CommandBuffer, key: &[u8], ttl_mode: TtlMode) -> usize {
     pipe.cmd("DUMP").arg(key);
     match ttl_mode {
         TtlMode::Relative => pipe.cmd("PTTL").arg(key),
@@ -313,10 +314,11 @@ fn write_action(found: &Found, now: i64) -> WriteAction {
 }
 
 /// Queues RESTORE (or DEL for a key that is gone) for one key.
-fn queue_write(pipe: &mut redis::Pipeline, read: &ReadKey, existing: Existing, now: i64) -> usize {
+fn queue_write(pipe: &mut CommandBuffer, read: &ReadKey, existing: Existing, now: i64) -> usize {
     match (write_action(&read.found, now), &read.found) {
         (WriteAction::Restore, Found::Value { payload, ttl }) => {
-            let command = pipe.cmd("RESTORE").arg(&read.key);
+            let mut command = pipe.cmd("RESTORE");
+            command.arg(&read.key);
             match ttl {
                 Ttl::Persistent => command.arg(0),
                 Ttl::Remaining(ms) => command.arg(*ms),
@@ -492,9 +494,9 @@ mod tests {
                 ttl: Ttl::Remaining(7_200_000),
             },
         };
-        let mut pipe = redis::pipe();
+        let mut pipe = CommandBuffer::new();
         queue_write(&mut pipe, &read, Existing::Replace, 0);
-        let packed = String::from_utf8_lossy(&pipe.get_packed_pipeline()).into_owned();
+        let packed = String::from_utf8_lossy(&pipe.bytes()).into_owned();
         assert_eq!(
             packed,
             "*5\r\n$7\r\nRESTORE\r\n$1\r\nk\r\n$7\r\n7200000\r\n$1\r\np\r\n$7\r\nREPLACE\r\n"
@@ -510,9 +512,9 @@ mod tests {
                 ttl: Ttl::ExpiresAt(1_000),
             },
         };
-        let mut pipe = redis::pipe();
+        let mut pipe = CommandBuffer::new();
         queue_write(&mut pipe, &read, Existing::Replace, 2_000);
-        assert!(String::from_utf8_lossy(&pipe.get_packed_pipeline()).contains("DEL"));
+        assert!(String::from_utf8_lossy(&pipe.bytes()).contains("DEL"));
         let step = interpret_write(&read, &mut [Value::Int(0)], 2_000);
         assert!(matches!(
             step,

@@ -13,6 +13,7 @@ use crate::interrupt::Shutdown;
 use crate::options::CopyOptions;
 use crate::scan::{parse_scan, scan_command};
 use crate::side::Side;
+use crate::wire::CommandBuffer;
 
 /// Keys (and keys with a TTL) per database and type.
 #[derive(Debug, Default)]
@@ -46,7 +47,7 @@ pub fn count(
                 if shutdown.requested() {
                     bail!("interrupted");
                 }
-                let mut pipe = redis::pipe();
+                let mut pipe = CommandBuffer::new();
                 pipe.add_command(scan_command(cursor, options));
                 let reply = source.run_pipelines(db, vec![(node.clone(), pipe)])?;
                 let reply = reply
@@ -76,9 +77,10 @@ fn count_keys(
     if keys.is_empty() {
         return Ok(());
     }
-    let mut pipe = redis::pipe();
+    let mut pipe = CommandBuffer::new();
     for key in keys {
-        pipe.cmd("TYPE").arg(key).cmd("PTTL").arg(key);
+        pipe.cmd("TYPE").arg(key);
+        pipe.cmd("PTTL").arg(key);
     }
     let replies = source.run_pipelines(db, vec![(node.to_string(), pipe)])?;
     let replies = replies

@@ -25,7 +25,8 @@
 //!
 //! Talking to Redis:
 //! - [`endpoint`]: URLs, passwords (never shown), TLS.
-//! - [`connection`]: one node, pipelines, reconnects, error classes.
+//! - [`connection`]: one node, pipelines, reconnects, error classes;
+//!   [`wire`]: commands encoded straight into the pipeline's buffer.
 //! - [`side`]: a source or target deployment (standalone or cluster).
 //! - [`cluster`]: topology and hash slots; [`coverage`]: proving a cluster
 //!   source was covered while its slots move. [`server`]: INFO facts.
@@ -58,3 +59,4 @@ pub mod server;
 pub mod side;
 pub mod status;
 pub mod verify;
+pub mod wire;

@@ -16,6 +16,7 @@ use crate::interrupt::Shutdown;
 use crate::options::CopyOptions;
 use crate::rate::RateLimiter;
 use crate::side::Side;
+use crate::wire::CommandBuffer;
 
 /// Emit a batch without keys (to checkpoint a cursor that found nothing)
 /// no more often than this.
@@ -69,7 +70,7 @@ pub fn scan_task(
     mut emit: impl FnMut(ReadBatch) -> bool,
 ) -> Result<bool> {
     let scan = |cursor: u64| scan_command(cursor, options);
-    let mut first = redis::pipe();
+    let mut first = CommandBuffer::new();
     first.add_command(scan(task.cursor));
     let replies = side.run_pipelines(task.db, vec![(task.address.clone(), first)])?;
     let (mut keys, mut next) = parse_scan(last_reply(replies)?)
@@ -81,7 +82,7 @@ pub fn scan_task(
         }
         limiter.acquire(keys.len());
         let done = next == 0;
-        let mut pipe = redis::pipe();
+        let mut pipe = CommandBuffer::new();
         for key in &keys {
             queue_read(&mut pipe, key, options.ttl);
         }

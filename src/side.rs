@@ -17,6 +17,7 @@ use crate::connection::NodeConnection;
 use crate::endpoint::{Address, Endpoint, Role};
 use crate::interrupt::Shutdown;
 use crate::server::ServerInfo;
+use crate::wire::CommandBuffer;
 
 /// The node name used for a standalone server in the journal's cursors.
 pub const STANDALONE_NODE: &str = "standalone";
@@ -205,7 +206,7 @@ impl Side {
     pub fn run_pipelines(
         &mut self,
         db: i64,
-        work: Vec<(String, redis::Pipeline)>,
+        work: Vec<(String, CommandBuffer)>,
     ) -> Result<Vec<(String, Vec<Value>)>> {
         for (address, _) in &work {
             self.connection(address)?.select(db);
@@ -288,7 +289,7 @@ impl Side {
         };
         let mut total = 0;
         for address in addresses {
-            let mut pipe = redis::pipe();
+            let mut pipe = CommandBuffer::new();
             pipe.cmd("DBSIZE");
             let replies = self.run_pipelines(db, vec![(address.clone(), pipe)])?;
             let reply = replies

@@ -226,6 +226,7 @@ impl Journal {
                 .to_latest(&mut connection)
                 .with_context(|| format!("cannot upgrade journal {}", path.display()))?;
         }
+        limit_page_cache(&connection)?;
         Ok(Journal {
             connection,
             path: path.to_path_buf(),
@@ -717,38 +718,69 @@ fn write_key_rows(
         }
     }
     // `--journal-keys failures`: a key without a row stays without one, but
-    // one that has a row (it failed before) gets its new outcome.
+    // one that has a row (it failed before) gets its new outcome. One probe
+    // per chunk finds those (usually none) without a statement per key.
     let mut update = transaction.prepare_cached(
         "UPDATE keys SET previous_outcome = outcome, outcome = ?3, ttl_ms = ?4, size_bytes = ?5,
                          attempts = attempts + 1, error = ?6, updated_at = ?7
          WHERE db = ?1 AND key = ?2
          RETURNING previous_outcome",
     )?;
-    for (db, result) in unkept {
-        let previous: Option<String> = update
-            .query_row(
-                params![
-                    db,
-                    result.key,
-                    result.outcome.as_str(),
-                    result.ttl_ms,
-                    result.size_bytes,
-                    result.error,
-                    now
-                ],
-                |row| row.get(0),
-            )
-            .optional()?;
-        if let Some(previous) = previous {
-            *deltas
-                .entry((db, previous.parse().map_err(anyhow::Error::msg)?))
-                .or_default() -= 1;
+    for chunk in unkept.chunks(ROWS_PER_INSERT) {
+        for (db, result) in journaled_among(transaction, chunk)? {
+            let previous: Option<String> = update
+                .query_row(
+                    params![
+                        db,
+                        result.key,
+                        result.outcome.as_str(),
+                        result.ttl_ms,
+                        result.size_bytes,
+                        result.error,
+                        now
+                    ],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            if let Some(previous) = previous {
+                *deltas
+                    .entry((db, previous.parse().map_err(anyhow::Error::msg)?))
+                    .or_default() -= 1;
+            }
         }
     }
     for (db, result) in rows {
         *deltas.entry((*db, result.outcome)).or_default() += 1;
     }
     Ok(deltas)
+}
+
+/// The keys of `chunk` that already have a row.
+fn journaled_among<'r>(
+    transaction: &rusqlite::Transaction<'_>,
+    chunk: &[(i64, &'r KeyResult)],
+) -> Result<Vec<(i64, &'r KeyResult)>> {
+    let sql = format!(
+        "SELECT db, key FROM keys WHERE (db, key) IN (VALUES {})",
+        vec!["(?, ?)"; chunk.len()].join(", ")
+    );
+    let mut statement = transaction.prepare_cached(&sql)?;
+    let mut parameters: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(chunk.len() * 2);
+    for (db, result) in chunk {
+        parameters.extend_from_slice(&[db, &result.key]);
+    }
+    let mut found = Vec::new();
+    let mut rows = statement.query(parameters.as_slice())?;
+    while let Some(row) = rows.next()? {
+        let (db, key): (i64, Vec<u8>) = (row.get(0)?, row.get(1)?);
+        found.extend(
+            chunk
+                .iter()
+                .filter(|(d, r)| *d == db && r.key == key)
+                .copied(),
+        );
+    }
+    Ok(found)
 }
 
 /// `INSERT ... VALUES (...) x rows ... ON CONFLICT DO UPDATE ... RETURNING`.
@@ -781,14 +813,30 @@ fn open_connection(path: &Path, flags: OpenFlags) -> Result<Connection> {
     // NORMAL in WAL mode survives a killed process; a power cut may lose the
     // last batches, which the cursor then replays, never past a lost key.
     connection.pragma_update(None, "synchronous", "NORMAL")?;
-    connection.pragma_update(None, "cache_size", -16_000)?;
     // Only takes effect on a new file: bigger pages mean fewer pages touched
     // per transaction by keys arriving in hash order.
     connection.pragma_update(None, "page_size", 16_384)?;
+    // Multi-row upserts keep a statement journal (the pages a statement
+    // changed, in case it must be undone alone); in memory it is bounded by
+    // one statement's pages and skips a temporary file.
+    connection.pragma_update(None, "temp_store", "MEMORY")?;
     // Checkpoint every ~80 MB of WAL rather than 4 MB: a page modified by
     // many transactions is then copied back once.
     connection.pragma_update(None, "wal_autocheckpoint", 5_000)?;
     Ok(connection)
+}
+
+/// The page cache, in bytes: most of the journal's memory.
+const PAGE_CACHE_BYTES: i64 = 16 << 20;
+
+/// Caps the page cache. A negative `cache_size` is turned into a page count
+/// with the page size known at that moment, so it is set once the file's
+/// page size is (before that, 16 KB pages were counted as 4 KB ones and
+/// the cache took 64 MB).
+fn limit_page_cache(connection: &Connection) -> Result<()> {
+    let page_size: i64 = connection.pragma_query_value(None, "page_size", |row| row.get(0))?;
+    connection.pragma_update(None, "cache_size", PAGE_CACHE_BYTES / page_size.max(512))?;
+    Ok(())
 }
 
 fn check_exists(path: &Path) -> Result<()> {

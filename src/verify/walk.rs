@@ -19,6 +19,7 @@ use super::glob::Glob;
 use crate::connection::error_text;
 use crate::scan::parse_scan;
 use crate::side::Side;
+use crate::wire::CommandBuffer;
 
 /// Keys drawn per RANDOMKEY pipeline.
 const SAMPLE_BATCH: u64 = 1000;
@@ -134,7 +135,7 @@ fn scan_once(
     cursor: u64,
     filter: &KeyFilter,
 ) -> Result<(Vec<Vec<u8>>, u64)> {
-    let mut pipe = redis::pipe();
+    let mut pipe = CommandBuffer::new();
     pipe.add_command(filter.scan_command(cursor));
     let reply = only_replies(side.run_pipelines(db, vec![(address.to_string(), pipe)])?)
         .pop()
@@ -162,7 +163,7 @@ impl Sample {
         filter: &KeyFilter,
     ) -> Result<(Vec<Vec<u8>>, bool)> {
         let wanted = (self.quota - self.taken).min(SAMPLE_BATCH);
-        let mut pipe = redis::pipe();
+        let mut pipe = CommandBuffer::new();
         for _ in 0..wanted {
             pipe.cmd("RANDOMKEY");
         }
@@ -210,7 +211,7 @@ fn of_type(
     if keys.is_empty() {
         return Ok(keys);
     }
-    let mut pipe = redis::pipe();
+    let mut pipe = CommandBuffer::new();
     for key in &keys {
         pipe.cmd("TYPE").arg(key);
     }
