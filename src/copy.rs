@@ -496,7 +496,7 @@ mod tests {
         };
         let mut pipe = CommandBuffer::new();
         queue_write(&mut pipe, &read, Existing::Replace, 0);
-        let packed = String::from_utf8_lossy(&pipe.bytes()).into_owned();
+        let packed = String::from_utf8_lossy(pipe.bytes()).into_owned();
         assert_eq!(
             packed,
             "*5\r\n$7\r\nRESTORE\r\n$1\r\nk\r\n$7\r\n7200000\r\n$1\r\np\r\n$7\r\nREPLACE\r\n"
@@ -514,7 +514,7 @@ mod tests {
         };
         let mut pipe = CommandBuffer::new();
         queue_write(&mut pipe, &read, Existing::Replace, 2_000);
-        assert!(String::from_utf8_lossy(&pipe.bytes()).contains("DEL"));
+        assert!(String::from_utf8_lossy(pipe.bytes()).contains("DEL"));
         let step = interpret_write(&read, &mut [Value::Int(0)], 2_000);
         assert!(matches!(
             step,
