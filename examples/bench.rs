@@ -3,6 +3,7 @@
 //!
 //!     cargo run --release --example bench -- --dataset small --keys 1000000
 //!     cargo run --release --example bench -- --dataset mixed --keys 100000
+//!     cargo run --release --example bench -- --topology cluster --keys 1000000
 //!
 //! Starts a throwaway source and target redis-server (redis-server on PATH),
 //! loads the dataset with pipelined writes, then for each contender empties
@@ -35,15 +36,19 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use redis::Value;
+use redis_ferry::cluster::{Topology, key_slot};
 use redis_ferry::endpoint::{Endpoint, Role};
 use redis_ferry::exit::Exit;
 use redis_ferry::interrupt::Shutdown;
 use redis_ferry::job::{self, Launch};
 use redis_ferry::options::{CopyOptions, JournalKeys};
 use redis_ferry::progress::ProgressMode;
-use server::RedisServer;
+use server::{RedisCluster, RedisServer};
+use std::collections::BTreeMap;
 
 struct Args {
+    /// `standalone` (one server each side) or `cluster` (3 primaries each side).
+    topology: String,
     dataset: String,
     keys: usize,
     contenders: Vec<String>,
@@ -52,6 +57,7 @@ struct Args {
 
 fn parse_args() -> Result<Args> {
     let mut args = Args {
+        topology: "standalone".into(),
         dataset: "small".into(),
         keys: 1_000_000,
         contenders: vec![
@@ -67,6 +73,7 @@ fn parse_args() -> Result<Args> {
         let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
         match flag.as_str() {
             "--dataset" => args.dataset = value()?,
+            "--topology" => args.topology = value()?,
             "--keys" => args.keys = value()?.parse()?,
             "--contenders" => args.contenders = value()?.split(',').map(str::to_string).collect(),
             "--scan-count" => args.scan_count = value()?.parse()?,
@@ -75,6 +82,9 @@ fn parse_args() -> Result<Args> {
     }
     if !["small", "mixed"].contains(&args.dataset.as_str()) {
         bail!("--dataset is small or mixed");
+    }
+    if !["standalone", "cluster"].contains(&args.topology.as_str()) {
+        bail!("--topology is standalone or cluster");
     }
     Ok(args)
 }
@@ -94,6 +104,9 @@ fn main() -> Result<()> {
         return ferry_child();
     }
     let args = parse_args()?;
+    if args.topology == "cluster" {
+        return cluster_main(&args);
+    }
     // No 5 s wait for more replicas before a full sync starts.
     let source = RedisServer::start_with(&["--maxmemory", "0", "--repl-diskless-sync-delay", "0"]);
     let target = RedisServer::start_with(&["--maxmemory", "0"]);
@@ -171,8 +184,17 @@ fn spawn_ferry(
     journal_keys: &str,
     scan_count: u32,
 ) -> Result<(Option<f64>, String, f64)> {
+    spawn_ferry_urls(&source.url(), &target.url(), journal_keys, scan_count)
+}
+
+fn spawn_ferry_urls(
+    source: &str,
+    target: &str,
+    journal_keys: &str,
+    scan_count: u32,
+) -> Result<(Option<f64>, String, f64)> {
     let output = std::process::Command::new(std::env::current_exe()?)
-        .args(["--ferry-child", &source.url(), &target.url(), journal_keys])
+        .args(["--ferry-child", source, target, journal_keys])
         .arg(scan_count.to_string())
         .stderr(std::process::Stdio::inherit())
         .output()?;
@@ -318,6 +340,97 @@ fn run_replicaof(
         .arg("ONE")
         .exec(&mut connection)?;
     Ok(String::new())
+}
+
+/// Cluster to cluster: 3 primaries on each side, redis-ferry only (MIGRATE
+/// and REPLICAOF do not copy between clusters), small dataset.
+fn cluster_main(args: &Args) -> Result<()> {
+    let source = RedisCluster::start();
+    let target = RedisCluster::start();
+    eprintln!(
+        "loading {} small keys into the source cluster ...",
+        args.keys
+    );
+    load_small_cluster(&source, args.keys)?;
+    let total = source.dbsize();
+    let all_nodes = || source.nodes.iter().chain(target.nodes.iter());
+    let nodes_cpu = || -> Result<f64> { all_nodes().map(|n| process_cpu_seconds(n.pid())).sum() };
+    let mut rows = Vec::new();
+    for contender in args.contenders.iter().filter(|c| c.starts_with("ferry-")) {
+        for node in target.primaries() {
+            flush(node)?;
+        }
+        eprintln!("running {contender} ...");
+        let servers_before = nodes_cpu()?;
+        let started = Instant::now();
+        let journal_keys = contender.trim_start_matches("ferry-");
+        let (peak, note, client) =
+            spawn_ferry_urls(&source.url(), &target.url(), journal_keys, args.scan_count)?;
+        let seconds = started.elapsed().as_secs_f64();
+        let servers = nodes_cpu()? - servers_before;
+        let copied = target.dbsize();
+        if copied != total {
+            bail!("{contender}: target cluster holds {copied} keys, source {total}");
+        }
+        rows.push(Row {
+            name: format!("{contender} (cluster -> cluster)"),
+            seconds,
+            keys: copied,
+            peak_rss_mb: peak,
+            cpu_total: client + servers,
+            cpu_client: client,
+            note,
+        });
+    }
+    print_table(args, &rows);
+    Ok(())
+}
+
+/// The small dataset, written to each key's primary in pipelines.
+fn load_small_cluster(cluster: &RedisCluster, keys: usize) -> Result<()> {
+    let nodes: String = redis::cmd("CLUSTER")
+        .arg("NODES")
+        .query(&mut cluster.nodes[0].connection())?;
+    let topology = Topology::parse(&nodes, "127.0.0.1", cluster.nodes[0].port)?;
+    let value = "x".repeat(100);
+    let mut pipes: BTreeMap<u16, (redis::Pipeline, usize)> = BTreeMap::new();
+    let flush_pipe = |port: u16, pipe: &redis::Pipeline| -> Result<()> {
+        let node = cluster
+            .nodes
+            .iter()
+            .find(|n| n.port == port)
+            .context("node")?;
+        pipe.query::<()>(&mut node.connection())?;
+        Ok(())
+    };
+    for i in 0..keys {
+        let key = format!("key:{i:010}");
+        let port = topology
+            .owner(key_slot(key.as_bytes()))
+            .context("slot without owner")?
+            .port;
+        let (pipe, count) = pipes.entry(port).or_insert_with(|| (redis::pipe(), 0));
+        if i % 10 == 0 {
+            pipe.cmd("SET")
+                .arg(&key)
+                .arg(&value)
+                .arg("PX")
+                .arg(7_200_000)
+                .ignore();
+        } else {
+            pipe.cmd("SET").arg(&key).arg(&value).ignore();
+        }
+        *count += 1;
+        if *count == 10_000 {
+            flush_pipe(port, pipe)?;
+            *pipe = redis::pipe();
+            *count = 0;
+        }
+    }
+    for (port, (pipe, _)) in &pipes {
+        flush_pipe(*port, pipe)?;
+    }
+    Ok(())
 }
 
 fn load_small(source: &RedisServer, keys: usize) -> Result<Vec<i64>> {
