@@ -17,7 +17,7 @@ use crate::endpoint::{Endpoint, Role};
 use crate::exit::{Exit, usage_error};
 use crate::interrupt::Shutdown;
 use crate::journal::{CursorRecord, JobRecord, JobState, Journal};
-use crate::options::{CopyOptions, TtlMode};
+use crate::options::{CopyOptions, JournalKeys, TtlMode};
 use crate::outcome::Outcome;
 use crate::pipeline::{self, Reader, Stop, WriterSettings};
 use crate::progress::{Progress, ProgressMode};
@@ -50,6 +50,7 @@ pub fn start(
     let (mut source_side, target_side) =
         connect_sides(&source, &target, &options, &launch.shutdown)?;
     let cursors = plan_cursors(&mut source_side, &options)?;
+    warn_about_journal_size(&cursors, &options);
     let mut journal = Journal::create(&launch.journal)?;
     let now = now_ms();
     journal.insert_job(&JobRecord {
@@ -74,6 +75,22 @@ pub fn start(
         launch,
         "run",
     )
+}
+
+/// Above this many keys, a row per key makes the journal the bottleneck.
+const LARGE_JOB_KEYS: u64 = 10_000_000;
+
+/// A row per key costs more as the journal grows (keys arrive in hash
+/// order, so every transaction touches pages all over it); say so before
+/// an overnight job starts rather than after.
+fn warn_about_journal_size(cursors: &[CursorRecord], options: &CopyOptions) {
+    let expected: u64 = cursors.iter().filter_map(|c| c.keys_expected).sum();
+    if options.journal_keys == JournalKeys::All && expected > LARGE_JOB_KEYS {
+        eprintln!(
+            "redis-ferry: note: about {expected} keys with a journal row each; the journal slows the copy down as it grows. \
+             For a job this size, --journal-keys failures keeps rows for failed keys only and runs at the servers' speed (see the README, Performance)"
+        );
+    }
 }
 
 /// `redis-ferry resume`: continues the journal's job from its cursors.
