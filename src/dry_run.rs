@@ -29,18 +29,8 @@ pub fn count(
     shutdown: &Shutdown,
 ) -> Result<DryRunCounts> {
     let mut counts = DryRunCounts::default();
-    let dbs: Vec<i64> = if source.is_cluster() {
-        vec![0]
-    } else if options.dbs.is_empty() {
-        source.info.keyspace.keys().copied().collect()
-    } else {
-        options.dbs.clone()
-    };
-    let nodes: Vec<String> = match source.topology() {
-        Some(topology) => topology.primaries().iter().map(|n| n.address()).collect(),
-        None => vec![source.seed_address().to_string()],
-    };
-    for node in &nodes {
+    let dbs = crate::job::source_databases(source, options);
+    for node in &source.primary_addresses() {
         for &db in &dbs {
             let mut cursor = 0u64;
             loop {

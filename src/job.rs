@@ -183,6 +183,20 @@ fn job_endpoints(
     source_override: Option<Endpoint>,
     target_override: Option<Endpoint>,
 ) -> Result<(Endpoint, Endpoint)> {
+    let (source, target) = endpoints_of(job, source_override, target_override)?;
+    if source.redacted() != job.source_url || target.redacted() != job.target_url {
+        journal.set_job_urls(&source.redacted(), &target.redacted())?;
+    }
+    Ok((source, target))
+}
+
+/// The job's source and target as a later command reaches them: see
+/// [`stored_endpoint`].
+pub fn endpoints_of(
+    job: &JobRecord,
+    source_override: Option<Endpoint>,
+    target_override: Option<Endpoint>,
+) -> Result<(Endpoint, Endpoint)> {
     let source = stored_endpoint(
         Role::Source,
         &job.source_url,
@@ -195,9 +209,6 @@ fn job_endpoints(
         job.target_tls_ca.clone(),
         target_override,
     )?;
-    if source.redacted() != job.source_url || target.redacted() != job.target_url {
-        journal.set_job_urls(&source.redacted(), &target.redacted())?;
-    }
     Ok((source, target))
 }
 
@@ -327,13 +338,7 @@ fn check_databases(source: &Side, target: &Side, options: &CopyOptions) -> Resul
         ));
     }
     if target.is_cluster() {
-        let dbs: Vec<i64> = if source.is_cluster() {
-            vec![0]
-        } else if options.dbs.is_empty() {
-            source.info.keyspace.keys().copied().collect()
-        } else {
-            options.dbs.clone()
-        };
+        let dbs = source_databases(source, options);
         if let Some(db) = dbs.iter().find(|db| options.target_db(**db) != 0) {
             return Err(usage_error(format!(
                 "the target is a cluster, which has only db 0, and source db {db} would go to db {}; add --db-map {db}:0 (keys of several databases then share db 0) or choose databases with --db",
@@ -364,6 +369,18 @@ fn use_source_replicas(source: &mut Side) -> Result<()> {
     Ok(())
 }
 
+/// The source databases a job copies: `--db`, or every database INFO
+/// keyspace lists now; a cluster has only db 0.
+pub fn source_databases(source: &Side, options: &CopyOptions) -> Vec<i64> {
+    if source.is_cluster() {
+        vec![0]
+    } else if options.dbs.is_empty() {
+        source.info.keyspace.keys().copied().collect()
+    } else {
+        options.dbs.clone()
+    }
+}
+
 /// The cursors of a new job: one per source database (standalone) or per
 /// primary (cluster), each starting at 0.
 fn plan_cursors(source: &mut Side, options: &CopyOptions) -> Result<Vec<CursorRecord>> {
@@ -371,12 +388,7 @@ fn plan_cursors(source: &mut Side, options: &CopyOptions) -> Result<Vec<CursorRe
     if source.is_cluster() {
         return crate::coverage::plan(source, options);
     }
-    let dbs: Vec<i64> = if options.dbs.is_empty() {
-        source.info.keyspace.keys().copied().collect()
-    } else {
-        options.dbs.clone()
-    };
-    Ok(dbs
+    Ok(source_databases(source, options)
         .into_iter()
         .map(|db| CursorRecord {
             node: STANDALONE_NODE.to_string(),

@@ -246,19 +246,23 @@ impl Side {
             .collect()
     }
 
-    /// INFO of every primary (or of the server itself when standalone),
-    /// keyed by address.
-    pub fn primaries_info(&mut self) -> Result<Vec<(String, ServerInfo)>> {
-        let addresses: Vec<String> = match &self.topology {
+    /// Every primary's address (the server itself when standalone).
+    pub fn primary_addresses(&self) -> Vec<String> {
+        match &self.topology {
             None => vec![self.seed_address.clone()],
             Some(topology) => topology
                 .primaries()
                 .iter()
                 .map(|node| node.address())
                 .collect(),
-        };
+        }
+    }
+
+    /// INFO of every primary (or of the server itself when standalone),
+    /// keyed by address.
+    pub fn primaries_info(&mut self) -> Result<Vec<(String, ServerInfo)>> {
         let mut infos = Vec::new();
-        for address in addresses {
+        for address in self.primary_addresses() {
             let info = ServerInfo::read(self.connection(&address)?)?;
             infos.push((address, info));
         }
@@ -274,32 +278,5 @@ impl Side {
             }
         }
         Ok(counts)
-    }
-
-    /// DBSIZE of one database over the whole deployment (exact, unlike the
-    /// INFO keyspace figure which counts no differently but is per server).
-    pub fn dbsize(&mut self, db: i64) -> Result<u64> {
-        let addresses: Vec<String> = match &self.topology {
-            None => vec![self.seed_address.clone()],
-            Some(topology) => topology
-                .primaries()
-                .iter()
-                .map(|node| node.address())
-                .collect(),
-        };
-        let mut total = 0;
-        for address in addresses {
-            let mut pipe = CommandBuffer::new();
-            pipe.cmd("DBSIZE");
-            let replies = self.run_pipelines(db, vec![(address.clone(), pipe)])?;
-            let reply = replies
-                .into_iter()
-                .next()
-                .map(|(_, r)| r)
-                .unwrap_or_default();
-            total += crate::connection::expect_int(reply.first().unwrap_or(&Value::Nil), "DBSIZE")?
-                as u64;
-        }
-        Ok(total)
     }
 }

@@ -40,7 +40,6 @@ use anyhow::{Context, Result, bail};
 use crate::endpoint::{Endpoint, Role};
 use crate::exit::{Exit, usage_error};
 use crate::interrupt::Shutdown;
-use crate::job::stored_endpoint;
 use crate::journal::{JobState, Journal};
 use crate::options::{CopyOptions, JournalKeys};
 use crate::outcome::{KeyResult, Outcome};
@@ -115,18 +114,7 @@ pub fn with_journal(
             job.state.as_str()
         );
     }
-    let source = stored_endpoint(
-        Role::Source,
-        &job.source_url,
-        job.source_tls_ca.clone(),
-        source_override,
-    )?;
-    let target = stored_endpoint(
-        Role::Target,
-        &job.target_url,
-        job.target_tls_ca.clone(),
-        target_override,
-    )?;
+    let (source, target) = crate::job::endpoints_of(&job, source_override, target_override)?;
     let mut sides = connect(&source, &target, job.options.reconnect_budget(), shutdown)?;
     let scope = job_scope(&job.options, &mut sides, settings)?;
     journal.begin_run("verify")?;

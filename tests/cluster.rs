@@ -104,25 +104,6 @@ fn node_id(node: &RedisServer) -> String {
         .unwrap()
 }
 
-fn wait_for_progress(journal: &str, keys: u64) {
-    wait_until(
-        &format!("{keys} keys journaled"),
-        std::time::Duration::from_secs(60),
-        || {
-            if !std::path::Path::new(journal).exists() {
-                return false;
-            }
-            let output = ferry(&["status", "--journal", journal, "--json"]);
-            output.status.code() == Some(0)
-                && serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()["outcomes"]
-                    ["restored"]
-                    .as_u64()
-                    .unwrap_or(0)
-                    >= keys
-        },
-    );
-}
-
 #[test]
 fn an_interrupted_cluster_source_resumes_every_node_where_it_stopped() {
     let cluster = RedisCluster::start();
@@ -131,20 +112,8 @@ fn an_interrupted_cluster_source_resumes_every_node_where_it_stopped() {
     let dir = tempfile::tempdir().unwrap();
     let journal = journal_in(&dir);
     let (s, t) = (cluster.url(), target.url());
-    let child = spawn_ferry(&[
-        "run",
-        "--source",
-        &s,
-        "--target",
-        &t,
-        "--journal",
-        &journal,
-        "--rate",
-        "3000",
-        "--scan-count",
-        "100",
-    ]);
-    wait_for_progress(&journal, 2500);
+    let child = spawn_paced_run(&s, &t, &journal, 3000);
+    wait_for_restored(&journal, 2500);
     signal(&child, "KILL");
     finish(child);
     let status = status_json(&journal);
@@ -225,20 +194,8 @@ fn slots_resharded_while_the_job_runs_lose_no_key() {
     let dir = tempfile::tempdir().unwrap();
     let journal = journal_in(&dir);
     let (s, t) = (cluster.url(), target.url());
-    let child = spawn_ferry(&[
-        "run",
-        "--source",
-        &s,
-        "--target",
-        &t,
-        "--journal",
-        &journal,
-        "--rate",
-        "3000",
-        "--scan-count",
-        "100",
-    ]);
-    wait_for_progress(&journal, 1500);
+    let child = spawn_paced_run(&s, &t, &journal, 3000);
+    wait_for_restored(&journal, 1500);
     let primaries = cluster.primaries();
     let (a, b, c) = (
         node_id(primaries[0]),
@@ -293,20 +250,8 @@ fn resume_after_a_failover_rescans_what_it_cannot_prove_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let journal = journal_in(&dir);
     let (s, t) = (cluster.url(), target.url());
-    let child = spawn_ferry(&[
-        "run",
-        "--source",
-        &s,
-        "--target",
-        &t,
-        "--journal",
-        &journal,
-        "--rate",
-        "3000",
-        "--scan-count",
-        "100",
-    ]);
-    wait_for_progress(&journal, 1500);
+    let child = spawn_paced_run(&s, &t, &journal, 3000);
+    wait_for_restored(&journal, 1500);
     signal(&child, "INT");
     assert_exit(&finish(child), 130);
     // Promote one replica: its primary becomes a replica.

@@ -335,9 +335,6 @@ fn a_full_target_stops_the_job_resumably() {
         .arg("0")
         .exec(&mut target.connection())
         .unwrap();
-    assert_exit(
-        &ferry(&["resume", "--journal", &journal, "--progress", "off"]),
-        0,
-    );
+    resume_to_completion(&journal);
     assert_servers_equal(&source, &target, &[0]);
 }

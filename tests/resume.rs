@@ -39,25 +39,6 @@ fn run_args<'a>(source: &'a str, target: &'a str, journal: &'a str, rate: bool) 
     args
 }
 
-/// Waits until the journal shows at least `keys` keys done.
-fn wait_for_progress(journal: &str, keys: u64) {
-    wait_until(
-        &format!("{keys} keys journaled"),
-        Duration::from_secs(60),
-        || {
-            if !std::path::Path::new(journal).exists() {
-                return false;
-            }
-            let output = ferry(&["status", "--journal", journal, "--json"]);
-            if output.status.code() != Some(0) {
-                return false;
-            }
-            let status: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
-            status["outcomes"]["restored"].as_u64().unwrap_or(0) >= keys
-        },
-    );
-}
-
 #[test]
 fn ctrl_c_stops_cleanly_and_resume_finishes_the_job() {
     let source = source_with_data();
@@ -66,7 +47,7 @@ fn ctrl_c_stops_cleanly_and_resume_finishes_the_job() {
     let journal = journal_in(&dir);
     let (s, t) = (source.url(), target.url());
     let child = spawn_ferry(&run_args(&s, &t, &journal, true));
-    wait_for_progress(&journal, 2000);
+    wait_for_restored(&journal, 2000);
     signal(&child, "INT");
     let output = finish(child);
     assert_exit(&output, 130);
@@ -101,15 +82,12 @@ fn sigterm_is_handled_like_ctrl_c() {
     let journal = journal_in(&dir);
     let (s, t) = (source.url(), target.url());
     let child = spawn_ferry(&run_args(&s, &t, &journal, true));
-    wait_for_progress(&journal, 1000);
+    wait_for_restored(&journal, 1000);
     signal(&child, "TERM");
     let output = finish(child);
     assert_exit(&output, 130);
     assert_eq!(status_json(&journal)["job"]["state"], "interrupted");
-    assert_exit(
-        &ferry(&["resume", "--journal", &journal, "--progress", "off"]),
-        0,
-    );
+    resume_to_completion(&journal);
     assert_servers_equal(&source, &target, &[0, 1, 2]);
 }
 
@@ -124,12 +102,12 @@ fn sigkill_at_several_moments_then_resume_loses_no_key() {
     // Killed early, in the middle, and late; each time by SIGKILL, so no
     // handler runs and no batch is finished on purpose.
     let child = spawn_ferry(&run_args(&s, &t, &journal, true));
-    wait_for_progress(&journal, 500);
+    wait_for_restored(&journal, 500);
     signal(&child, "KILL");
     finish(child);
     for threshold in [6_000, 14_000] {
         let child = spawn_ferry(&["resume", "--journal", &journal, "--progress", "off"]);
-        wait_for_progress(&journal, threshold);
+        wait_for_restored(&journal, threshold);
         signal(&child, "KILL");
         finish(child);
         // A killed run still says "running" in the journal; status knows
@@ -156,7 +134,7 @@ fn a_journal_is_never_driven_by_two_processes() {
     let journal = journal_in(&dir);
     let (s, t) = (source.url(), target.url());
     let child = spawn_ferry(&run_args(&s, &t, &journal, true));
-    wait_for_progress(&journal, 500);
+    wait_for_restored(&journal, 500);
 
     let second = ferry(&["resume", "--journal", &journal, "--progress", "off"]);
     assert_exit(&second, 1);
@@ -191,10 +169,7 @@ fn a_journal_is_never_driven_by_two_processes() {
 
     signal(&child, "INT");
     assert_exit(&finish(child), 130);
-    assert_exit(
-        &ferry(&["resume", "--journal", &journal, "--progress", "off"]),
-        0,
-    );
+    resume_to_completion(&journal);
     assert_servers_equal(&source, &target, &[0, 1, 2]);
 
     // A completed job: resume says so and exits 0; run refuses the journal.
@@ -241,7 +216,7 @@ fn a_restarted_source_is_scanned_again_from_the_start() {
         "--scan-count",
         "100",
     ]);
-    wait_for_progress(&journal, 300);
+    wait_for_restored(&journal, 300);
     signal(&child, "INT");
     assert_exit(&finish(child), 130);
     // Same data, new process: its hash seed and so its SCAN order differ.
@@ -278,7 +253,7 @@ fn a_second_ctrl_c_exits_at_once_and_the_journal_stays_consistent() {
     let journal = journal_in(&dir);
     let (s, t) = (source.url(), target.url());
     let child = spawn_ferry(&run_args(&s, &t, &journal, true));
-    wait_for_progress(&journal, 1000);
+    wait_for_restored(&journal, 1000);
     signal(&child, "INT");
     signal(&child, "INT");
     let output = finish(child);
@@ -288,10 +263,7 @@ fn a_second_ctrl_c_exits_at_once_and_the_journal_stays_consistent() {
         "{}",
         describe(&output)
     );
-    assert_exit(
-        &ferry(&["resume", "--journal", &journal, "--progress", "off"]),
-        0,
-    );
+    resume_to_completion(&journal);
     assert_servers_equal(&source, &target, &[0, 1, 2]);
     assert_eq!(
         status_json(&journal)["outcomes"]["restored"],
@@ -307,7 +279,7 @@ fn dropped_connections_are_reconnected_and_the_job_goes_on() {
     let journal = journal_in(&dir);
     let (s, t) = (source.url(), target.url());
     let child = spawn_ferry(&run_args(&s, &t, &journal, true));
-    wait_for_progress(&journal, 1000);
+    wait_for_restored(&journal, 1000);
     // Kill every client connection on both servers, twice.
     for _ in 0..2 {
         for server in [&source, &target] {
@@ -338,7 +310,7 @@ fn a_target_that_stays_down_stops_the_job_resumably() {
     let mut args = run_args(&s, &t, &journal, true);
     args.extend(["--reconnect-timeout", "2"]);
     let child = spawn_ferry(&args);
-    wait_for_progress(&journal, 1000);
+    wait_for_restored(&journal, 1000);
     target.stop();
     let output = finish(child);
     assert_exit(&output, 1);
@@ -359,10 +331,7 @@ fn a_target_that_stays_down_stops_the_job_resumably() {
     );
 
     target.restart();
-    assert_exit(
-        &ferry(&["resume", "--journal", &journal, "--progress", "off"]),
-        0,
-    );
+    resume_to_completion(&journal);
     assert_servers_equal(&source, &target, &[0, 1, 2]);
 }
 
@@ -375,7 +344,7 @@ fn a_target_turned_read_only_stops_the_job() {
     let journal = journal_in(&dir);
     let (s, t) = (source.url(), target.url());
     let child = spawn_ferry(&run_args(&s, &t, &journal, true));
-    wait_for_progress(&journal, 1000);
+    wait_for_restored(&journal, 1000);
     redis::cmd("REPLICAOF")
         .arg("127.0.0.1")
         .arg(other.port)

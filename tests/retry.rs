@@ -242,23 +242,6 @@ fn a_retry_without_the_password_stops_with_exit_1_and_says_where_to_give_it() {
     assert_servers_equal(&source, &target, &[0]);
 }
 
-/// Waits until the journal counts at least `keys` restored keys.
-fn wait_for_restored(journal: &str, keys: u64) {
-    wait_until(
-        &format!("{keys} keys restored"),
-        Duration::from_secs(120),
-        || {
-            let output = ferry(&["status", "--journal", journal, "--json"]);
-            output.status.code() == Some(0)
-                && serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()["outcomes"]
-                    ["restored"]
-                    .as_u64()
-                    .unwrap_or(0)
-                    >= keys
-        },
-    );
-}
-
 #[test]
 fn a_retry_stopped_by_ctrl_c_or_killed_halfway_finishes_the_rest_when_run_again() {
     const OK: u64 = 500;

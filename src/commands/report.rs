@@ -5,7 +5,6 @@ use std::path::PathBuf;
 use clap::Args;
 
 use crate::cli::JournalArg;
-use crate::endpoint::Role;
 use crate::exit::Exit;
 use crate::interrupt::Shutdown;
 use crate::report::{self, Format, ReportSettings};
@@ -24,30 +23,18 @@ pub struct ReportArgs {
     /// Write the report to FILE (atomically: a temporary file, then rename) instead of stdout.
     #[arg(long, value_name = "FILE")]
     pub output: Option<PathBuf>,
-    /// The source again, when its password is needed or its address changed.
-    ///
-    /// The journal stores URLs without passwords; give the URL with its
-    /// password here, or set REDIS_FERRY_SOURCE_PASSWORD.
-    #[arg(long, value_name = "URL")]
-    pub source: Option<String>,
-    /// The target again, when its password is needed or its address changed.
-    #[arg(long, value_name = "URL")]
-    pub target: Option<String>,
-    /// A CA certificate (PEM) for a rediss:// source, replacing the stored one.
-    #[arg(long, value_name = "FILE")]
-    pub source_tls_ca: Option<PathBuf>,
-    /// A CA certificate (PEM) for a rediss:// target, replacing the stored one.
-    #[arg(long, value_name = "FILE")]
-    pub target_tls_ca: Option<PathBuf>,
+    #[command(flatten)]
+    pub servers: super::ServersAgain,
 }
 
 pub fn run(args: ReportArgs, shutdown: &Shutdown) -> anyhow::Result<Exit> {
+    let (source, target) = args.servers.endpoints()?;
     let settings = ReportSettings {
         journal: args.journal.journal,
         format: args.format,
         output: args.output,
-        source: super::optional_endpoint(Role::Source, args.source.as_deref(), args.source_tls_ca)?,
-        target: super::optional_endpoint(Role::Target, args.target.as_deref(), args.target_tls_ca)?,
+        source,
+        target,
     };
     report::run(settings, shutdown)
 }

@@ -1,11 +1,8 @@
 //! `redis-ferry retry [--journal PATH] [--outcome failed|mismatch|expired ...]`.
 
-use std::path::PathBuf;
-
 use clap::{Args, ValueEnum};
 
 use crate::cli::JournalArg;
-use crate::endpoint::Role;
 use crate::exit::Exit;
 use crate::interrupt::Shutdown;
 use crate::job::{self, Launch};
@@ -38,28 +35,15 @@ pub struct RetryArgs {
     /// or comma-separated).
     #[arg(long, value_enum, value_delimiter = ',', default_values_t = [RetryOutcome::Failed])]
     pub outcome: Vec<RetryOutcome>,
-    /// The source again, when its password is needed or its address changed.
-    #[arg(long, value_name = "URL")]
-    pub source: Option<String>,
-    /// The target again, when its password is needed or its address changed.
-    #[arg(long, value_name = "URL")]
-    pub target: Option<String>,
-    /// A CA certificate (PEM) for a rediss:// source, replacing the stored one.
-    #[arg(long, value_name = "FILE")]
-    pub source_tls_ca: Option<PathBuf>,
-    /// A CA certificate (PEM) for a rediss:// target, replacing the stored one.
-    #[arg(long, value_name = "FILE")]
-    pub target_tls_ca: Option<PathBuf>,
+    #[command(flatten)]
+    pub servers: super::ServersAgain,
     /// Progress display on stderr.
     #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
     pub progress: ProgressMode,
 }
 
 pub fn run(args: RetryArgs, shutdown: &Shutdown) -> anyhow::Result<Exit> {
-    let source =
-        super::optional_endpoint(Role::Source, args.source.as_deref(), args.source_tls_ca)?;
-    let target =
-        super::optional_endpoint(Role::Target, args.target.as_deref(), args.target_tls_ca)?;
+    let (source, target) = args.servers.endpoints()?;
     let mut outcomes: Vec<Outcome> = args.outcome.into_iter().map(Outcome::from).collect();
     outcomes.sort();
     outcomes.dedup();

@@ -92,6 +92,55 @@ pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> 
     }
 }
 
+/// `redis-ferry resume` on `journal`, which must finish with exit 0.
+#[track_caller]
+pub fn resume_to_completion(journal: &str) {
+    let output = ferry(&["resume", "--journal", journal, "--progress", "off"]);
+    assert_exit(&output, 0);
+}
+
+/// A `run` paced to `rate` keys/s in small batches, in the background: slow
+/// enough to interrupt, kill or reshard in the middle.
+pub fn spawn_paced_run(source: &str, target: &str, journal: &str, rate: u32) -> Child {
+    let rate = rate.to_string();
+    spawn_ferry(&[
+        "run",
+        "--source",
+        source,
+        "--target",
+        target,
+        "--journal",
+        journal,
+        "--rate",
+        &rate,
+        "--scan-count",
+        "100",
+        "--progress",
+        "log",
+    ])
+}
+
+/// Waits until the journal (read with `status --json`, as an operator
+/// would from a second terminal) records at least `keys` keys restored.
+pub fn wait_for_restored(journal: &str, keys: u64) {
+    wait_until(
+        &format!("{keys} keys restored in the journal"),
+        Duration::from_secs(120),
+        || {
+            if !Path::new(journal).exists() {
+                return false;
+            }
+            let output = ferry(&["status", "--journal", journal, "--json"]);
+            if output.status.code() != Some(0) {
+                return false;
+            }
+            let status: serde_json::Value =
+                serde_json::from_slice(&output.stdout).unwrap_or_default();
+            status["outcomes"]["restored"].as_u64().unwrap_or(0) >= keys
+        },
+    );
+}
+
 /// `status --json` of a journal, parsed.
 pub fn status_json(journal: &str) -> serde_json::Value {
     let output = ferry(&["status", "--journal", journal, "--json"]);
