@@ -15,8 +15,8 @@
 //! - [`pipeline`]: reader threads → writer thread → journal, overlapping.
 //! - [`scan`]: SCAN cursors walked as checkpointable batches.
 //! - [`copy`]: DUMP + PTTL, RESTORE / DEL, per-key outcomes, redirections.
-//! - [`journal`]: the SQLite journal (schema in `migrations/`), one
-//!   transaction per batch.
+//! - [`journal`]: the SQLite journal (schema in `migrations/`): outcomes,
+//!   counts and cursors move forward together, whole batches at a time.
 //! - [`status`], [`dry_run`]: read-only views.
 //! - [`report`]: key counts now beside the journal's outcomes, a verdict,
 //!   and the per-key CSV audit log.

@@ -4,8 +4,8 @@
 //!
 //! ```text
 //!  reader thread(s)          writer thread            caller's thread
-//!  SCAN + DUMP + PTTL  ──▶  RESTORE / DEL        ──▶  one SQLite transaction
-//!  (one per source node)    (per target node)          per batch, then progress
+//!  SCAN + DUMP + PTTL  ──▶  RESTORE / DEL        ──▶  SQLite transactions of
+//!  (one per source node)    (per target node)          whole batches, progress
 //! ```
 //!
 //! Channels are bounded (a few batches), so memory stays flat whatever the

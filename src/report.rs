@@ -341,7 +341,7 @@ fn notes(job: &JobRecord, dbs: &[DbView], source: &LiveCounts) -> Vec<String> {
     }
     if options.journal_keys == crate::options::JournalKeys::Failures {
         notes.push(
-            "--journal-keys failures: the journal keeps rows (and `report --format csv` lists keys) only for failed and mismatched keys; counts are exact".to_string(),
+            "--journal-keys failures: the journal keeps rows (and `report --format csv` lists keys) only for failed and mismatched keys; a key without a row is counted each time it is scanned (SCAN may return a key twice while Redis resizes its table; a node is scanned again after a restart or a resharding), so counts can exceed the distinct keys copied".to_string(),
         );
     }
     notes
