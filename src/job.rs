@@ -252,11 +252,12 @@ pub fn connect_sides(
 ) -> Result<(Side, Side)> {
     let budget = options.reconnect_budget();
     let mut source_side = Side::connect(source, budget, shutdown)?;
-    let target_side = Side::connect(target, budget, shutdown)?;
+    let mut target_side = Side::connect(target, budget, shutdown)?;
     refuse_same_server(&source_side, &target_side)?;
     refuse_replica_target(&target_side)?;
     check_versions(&source_side, &target_side, options)?;
     check_databases(&source_side, &target_side, options)?;
+    check_databases_exist(&mut source_side, &mut target_side, options)?;
     if options.source_replicas {
         use_source_replicas(&mut source_side)?;
     }
@@ -346,6 +347,50 @@ fn check_databases(source: &Side, target: &Side, options: &CopyOptions) -> Resul
             )));
         }
     }
+    Ok(())
+}
+
+/// Every database the job reads or writes can be selected: a server has a
+/// fixed number of them (`databases` in redis.conf, 16 by default).
+fn check_databases_exist(
+    source: &mut Side,
+    target: &mut Side,
+    options: &CopyOptions,
+) -> Result<()> {
+    if source.is_cluster() && target.is_cluster() {
+        return Ok(());
+    }
+    for db in source_databases(source, options) {
+        can_select(source, db, "")?;
+        can_select(
+            target,
+            options.target_db(db),
+            " (use --db-map to choose another)",
+        )?;
+    }
+    Ok(())
+}
+
+fn can_select(side: &mut Side, db: i64, advice: &str) -> Result<()> {
+    if side.is_cluster() {
+        return Ok(());
+    }
+    let address = side.seed_address().to_string();
+    let connection = side.connection(&address)?;
+    connection.select(db);
+    if let Err(error) = connection.command(&redis::cmd("PING")) {
+        let reason = format!("{error:#}");
+        if reason.contains("DB index is out of range") || reason.contains("invalid DB index") {
+            connection.select(0);
+            bail!(
+                "{} {} has no database {db}{advice}",
+                side.role(),
+                side.endpoint.redacted()
+            );
+        }
+        return Err(error);
+    }
+    connection.select(0);
     Ok(())
 }
 

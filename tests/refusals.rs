@@ -338,3 +338,36 @@ fn a_full_target_stops_the_job_resumably() {
     resume_to_completion(&journal);
     assert_servers_equal(&source, &target, &[0]);
 }
+
+#[test]
+fn a_database_a_server_does_not_have_is_refused_before_anything_is_copied() {
+    let source = RedisServer::start();
+    fill_strings(&mut source.connection(), "k", 10, None);
+    let target = RedisServer::start_with(&["--databases", "4"]);
+    let dir = tempfile::tempdir().unwrap();
+    let journal = journal_in(&dir);
+    let output = ferry(&[
+        "run",
+        "--source",
+        &source.url(),
+        "--target",
+        &target.url(),
+        "--journal",
+        &journal,
+        "--db-map",
+        "0:7",
+    ]);
+    assert_exit(&output, 1);
+    assert_one_clear_line(
+        &output,
+        &format!(
+            "target {} has no database 7 (use --db-map to choose another)",
+            target.url()
+        ),
+    );
+    assert!(
+        !Path::new(&journal).exists(),
+        "nothing is created for a refused job"
+    );
+    assert_eq!(dbsize(&mut target.connection(), 0), 0);
+}
