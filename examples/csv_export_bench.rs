@@ -61,19 +61,15 @@ fn main() -> Result<()> {
 
 fn build_journal(path: &Path, keys: usize) -> Result<()> {
     let mut journal = Journal::create(path)?;
-    journal.insert_job(&JobRecord {
-        state: JobState::Completed,
-        source_url: "redis://:***@old.example:6379".into(),
-        target_url: "redis://new.example:6379".into(),
-        source_tls_ca: None,
-        target_tls_ca: None,
-        options: CopyOptions::default(),
-        source_nodes: None,
-        started_at: 1_764_000_000_000,
-        updated_at: 1_764_000_000_000,
-        finished_at: None,
-        last_error: None,
-    })?;
+    journal.insert_job(
+        &JobRecord::new(
+            JobState::Completed,
+            "redis://:***@old.example:6379",
+            "redis://new.example:6379",
+            CopyOptions::default(),
+        ),
+        &[],
+    )?;
     journal.begin_run("run")?;
     for first in (0..keys).step_by(BATCH) {
         let batch: Vec<KeyResult> = (first..keys.min(first + BATCH)).map(key_result).collect();

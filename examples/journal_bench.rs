@@ -20,19 +20,15 @@ fn main() -> anyhow::Result<()> {
     let dir = tempfile::tempdir_in(".")?;
     let path = dir.path().join("bench.db");
     let mut journal = Journal::create(&path)?;
-    journal.insert_job(&JobRecord {
-        state: JobState::Running,
-        source_url: "redis://a".into(),
-        target_url: "redis://b".into(),
-        source_tls_ca: None,
-        target_tls_ca: None,
-        options: CopyOptions::default(),
-        source_nodes: None,
-        started_at: 0,
-        updated_at: 0,
-        finished_at: None,
-        last_error: None,
-    })?;
+    journal.insert_job(
+        &JobRecord::new(
+            JobState::Running,
+            "redis://a",
+            "redis://b",
+            CopyOptions::default(),
+        ),
+        &[],
+    )?;
     let started = Instant::now();
     let mut state = 0x9e3779b97f4a7c15u64;
     for start in (0..keys).step_by(batch) {

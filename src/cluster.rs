@@ -92,13 +92,6 @@ impl ClusterNode {
         }
     }
 
-    pub fn slot_count(&self) -> usize {
-        self.slots
-            .iter()
-            .map(|(first, last)| (*last - *first) as usize + 1)
-            .sum()
-    }
-
     pub fn serves(&self, slot: u16) -> bool {
         self.slots
             .iter()

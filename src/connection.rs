@@ -262,16 +262,6 @@ fn parse_redirect(details: &str) -> Option<(u16, String)> {
     Some((slot, address))
 }
 
-/// Reads an integer reply; anything else is a protocol surprise worth
-/// reporting with the command's name.
-pub fn expect_int(value: &Value, what: &str) -> Result<i64> {
-    match value {
-        Value::Int(n) => Ok(*n),
-        Value::ServerError(error) => bail!("{what} failed: {}", error_text(error)),
-        other => bail!("{what} returned {other:?} where a number was expected"),
-    }
-}
-
 /// Reads a bulk or simple string reply as text.
 pub fn expect_text(value: Value, what: &str) -> Result<String> {
     match value {

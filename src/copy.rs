@@ -366,45 +366,66 @@ pub fn write_keys(
     existing: Existing,
 ) -> Result<Vec<KeyResult>> {
     let now = now_ms();
-    let mut results: Vec<Option<KeyResult>> = Vec::with_capacity(reads.len());
-    let mut to_send = Vec::new();
-    for (index, read) in reads.iter().enumerate() {
-        match (&read.found, write_action(&read.found, now)) {
-            (Found::Failed(error), WriteAction::Nothing) => {
-                results.push(Some(KeyResult::failed(read.key.clone(), error.clone())));
-            }
-            _ => {
-                results.push(None);
-                to_send.push(index);
-            }
-        }
-    }
-    if !to_send.is_empty() {
-        let addresses = to_send
-            .iter()
-            .map(|&i| side.address_for_key(&reads[i].key))
-            .collect();
-        let written = route_rounds(
-            side,
-            db,
-            addresses,
-            |pipe, item| queue_write(pipe, &reads[to_send[item]], existing, now),
-            |item, replies| interpret_write(&reads[to_send[item]], replies, now),
-        )?;
-        for (item, result) in written.into_iter().enumerate() {
-            results[to_send[item]] = Some(result);
-        }
-    }
-    results
+    // A key whose read failed has its outcome already; the others are sent.
+    let to_send: Vec<usize> = (0..reads.len())
+        .filter(|&index| !matches!(reads[index].found, Found::Failed(_)))
+        .collect();
+    let addresses = to_send
+        .iter()
+        .map(|&index| side.address_for_key(&reads[index].key))
+        .collect();
+    let mut written = route_rounds(
+        side,
+        db,
+        addresses,
+        |pipe, item| queue_write(pipe, &reads[to_send[item]], existing, now),
+        |item, replies| interpret_write(&reads[to_send[item]], replies, now),
+    )?
+    .into_iter();
+    // Keys move into their results (no copy per key).
+    reads
         .into_iter()
-        .map(|result| result.ok_or_else(|| anyhow!("a key was left without an outcome")))
+        .map(|read| {
+            let written = match read.found {
+                Found::Failed(error) => Written::failed(error),
+                _ => written
+                    .next()
+                    .ok_or_else(|| anyhow!("a key was left without an outcome"))?,
+            };
+            Ok(KeyResult {
+                key: read.key,
+                outcome: written.outcome,
+                ttl_ms: written.ttl_ms,
+                size_bytes: written.size_bytes,
+                error: written.error,
+            })
+        })
         .collect()
 }
 
-fn interpret_write(read: &ReadKey, replies: &mut [Value], now: i64) -> Step<KeyResult> {
+/// A key's outcome on the target, before it is paired with its key.
+#[derive(Debug)]
+struct Written {
+    outcome: Outcome,
+    ttl_ms: Option<i64>,
+    size_bytes: Option<i64>,
+    error: Option<String>,
+}
+
+impl Written {
+    fn failed(error: String) -> Written {
+        Written {
+            outcome: Outcome::Failed,
+            ttl_ms: None,
+            size_bytes: None,
+            error: Some(error),
+        }
+    }
+}
+
+fn interpret_write(read: &ReadKey, replies: &mut [Value], now: i64) -> Step<Written> {
     let (ttl_ms, size_bytes) = read_facts(&read.found, now);
-    let result = |outcome: Outcome, error: Option<String>| KeyResult {
-        key: read.key.clone(),
+    let written = |outcome: Outcome, error: Option<String>| Written {
         outcome,
         ttl_ms,
         size_bytes,
@@ -413,15 +434,16 @@ fn interpret_write(read: &ReadKey, replies: &mut [Value], now: i64) -> Step<KeyR
     let deleting = matches!(write_action(&read.found, now), WriteAction::Delete);
     match replies {
         [Value::ServerError(error)] => match classify(error) {
-            ErrorClass::BusyKey => Step::Done(result(Outcome::Skipped, None)),
-            class => step_for_error(class, || result(Outcome::Failed, Some(error_text(error)))),
+            ErrorClass::BusyKey => Step::Done(written(Outcome::Skipped, None)),
+            class => step_for_error(class, || written(Outcome::Failed, Some(error_text(error)))),
         },
-        [Value::Int(_)] if deleting => Step::Done(KeyResult {
+        [Value::Int(_)] if deleting => Step::Done(Written {
+            outcome: Outcome::Expired,
             ttl_ms: None,
             size_bytes: None,
-            ..result(Outcome::Expired, None)
+            error: None,
         }),
-        [Value::Okay] | [Value::SimpleString(_)] => Step::Done(result(Outcome::Restored, None)),
+        [Value::Okay] | [Value::SimpleString(_)] => Step::Done(written(Outcome::Restored, None)),
         other => Step::Fatal(format!("unexpected reply from the target: {other:?}")),
     }
 }
@@ -518,7 +540,7 @@ mod tests {
         let step = interpret_write(&read, &mut [Value::Int(0)], 2_000);
         assert!(matches!(
             step,
-            Step::Done(KeyResult {
+            Step::Done(Written {
                 outcome: Outcome::Expired,
                 ..
             })

@@ -1,6 +1,12 @@
-//! Proving a cluster source was covered, while its slots may move.
+//! Proving the source was covered: which cursors still prove anything.
 //!
-//! Each primary is scanned with its own cursor. SCAN guarantees to return
+//! A SCAN cursor is only meaningful on the server process that produced it
+//! (Redis hashes keys with a seed chosen at start-up), so a cursor whose
+//! server restarted since its scan started — standalone or a cluster node,
+//! noticed before a resume or after a pass, even when the connection came
+//! back within the reconnect budget — is scanned again from 0.
+//!
+//! For a cluster, each primary is scanned with its own cursor. SCAN guarantees to return
 //! every key that stayed in that node for the whole scan, but a key that
 //! moves in from another node (resharding, `redis-cli --cluster reshard`)
 //! can land behind the cursor, and the node it left may not have reached
@@ -91,7 +97,7 @@ pub fn reconcile(
     options: &CopyOptions,
 ) -> Result<Vec<String>> {
     if !source.is_cluster() {
-        return Ok(Vec::new());
+        return reconcile_standalone(journal, source);
     }
     wait_for_settled_slots(source)?;
     let topology = source.topology().cloned().expect("checked: cluster");
@@ -129,7 +135,12 @@ pub fn reconcile(
             ));
         } else if layout_then.as_ref() != Some(&layout_now) || restarted {
             // Not started yet, or only lost slots: keep the cursor, note the layout.
-            journal.set_cursor_identity(&cursor.node, cursor.db, &info.run_id, &layout_text)?;
+            journal.set_cursor_identity(
+                &cursor.node,
+                cursor.db,
+                &info.run_id,
+                Some(&layout_text),
+            )?;
         }
     }
     // A node that serves no slot (now a replica, gone, or emptied) holds no
@@ -149,6 +160,29 @@ pub fn reconcile(
     }
     if !reasons.is_empty() {
         journal.set_source_nodes(&serde_json::to_string(&topology.primaries())?)?;
+    }
+    Ok(reasons)
+}
+
+/// A standalone source: every database's cursor belongs to the server
+/// process (run_id) that was there when its scan started.
+fn reconcile_standalone(journal: &mut Journal, source: &mut Side) -> Result<Vec<String>> {
+    let address = source.seed_address().to_string();
+    let run_id = ServerInfo::read(source.connection(&address)?)?.run_id;
+    let mut reasons = Vec::new();
+    for cursor in journal.cursors()? {
+        if cursor.run_id.as_deref() == Some(run_id.as_str()) {
+            continue;
+        }
+        if cursor.cursor != 0 || cursor.done {
+            journal.restart_cursor(&cursor.node, cursor.db, &run_id, None)?;
+            reasons.push(format!(
+                "the source restarted since db {} was scanned (its run_id changed), so that scan proves nothing: db {} is scanned again from the start",
+                cursor.db, cursor.db
+            ));
+        } else {
+            journal.set_cursor_identity(&cursor.node, cursor.db, &run_id, None)?;
+        }
     }
     Ok(reasons)
 }

@@ -52,21 +52,18 @@ pub fn start(
     let cursors = plan_cursors(&mut source_side, &options)?;
     warn_about_journal_size(&cursors, &options);
     let mut journal = Journal::create(&launch.journal)?;
-    let now = now_ms();
-    journal.insert_job(&JobRecord {
-        state: JobState::Running,
-        source_url: source.redacted(),
-        target_url: target.redacted(),
+    let job = JobRecord {
         source_tls_ca: source.tls_ca.clone(),
         target_tls_ca: target.tls_ca.clone(),
-        options: options.clone(),
         source_nodes: cluster_nodes_json(&source_side)?,
-        started_at: now,
-        updated_at: now,
-        finished_at: None,
-        last_error: None,
-    })?;
-    journal.plan_cursors(&cursors)?;
+        ..JobRecord::new(
+            JobState::Running,
+            &source.redacted(),
+            &target.redacted(),
+            options.clone(),
+        )
+    };
+    journal.insert_job(&job, &cursors)?;
     execute_scan(
         &mut journal,
         source_side,
@@ -265,11 +262,7 @@ pub fn connect_sides(
 }
 
 fn refuse_same_server(source: &Side, target: &Side) -> Result<()> {
-    let same = match (source.topology(), target.topology()) {
-        (Some(s), Some(t)) => s.nodes.iter().any(|node| t.node(&node.id).is_some()),
-        _ => source.info.run_id == target.info.run_id,
-    };
-    if same {
+    if source.is_same_deployment(target) {
         bail!(
             "source {} and target {} are the same server (same run_id); point --target at the new server",
             source.endpoint.redacted(),
@@ -458,31 +451,15 @@ fn cluster_nodes_json(source: &Side) -> Result<Option<String>> {
 }
 
 /// Before resuming: a cursor is only worth continuing on the very server
-/// process that produced it (a restarted Redis hashes keys with a new
-/// seed), and for a cluster only on a node that gained no slots since.
+/// process that produced it, and for a cluster only on a node that gained
+/// no slots since (see [`crate::coverage`]).
 fn revalidate_cursors(
     journal: &mut Journal,
     source: &mut Side,
     options: &CopyOptions,
 ) -> Result<()> {
-    if source.is_cluster() {
-        for reason in crate::coverage::reconcile(journal, source, options)? {
-            eprintln!("redis-ferry: scanning again: {reason}");
-        }
-        return Ok(());
-    }
-    for cursor in journal
-        .cursors()?
-        .iter()
-        .filter(|c| !c.done && c.cursor != 0)
-    {
-        if cursor.run_id.as_deref() != Some(source.info.run_id.as_str()) {
-            eprintln!(
-                "redis-ferry: the source restarted since the last run (its run_id changed), so the saved position in db {} proves nothing: scanning db {} again from the start",
-                cursor.db, cursor.db
-            );
-            journal.restart_cursor(&cursor.node, cursor.db, &source.info.run_id, None)?;
-        }
+    for reason in crate::coverage::reconcile(journal, source, options)? {
+        eprintln!("redis-ferry: scanning again: {reason}");
     }
     Ok(())
 }

@@ -98,6 +98,18 @@ impl Side {
         self.reconnect_budget
     }
 
+    /// Whether `other` is the very same deployment: the same server process
+    /// (run_id), or clusters sharing a node.
+    pub fn is_same_deployment(&self, other: &Side) -> bool {
+        match (self.topology(), other.topology()) {
+            (Some(mine), Some(theirs)) => mine
+                .nodes
+                .iter()
+                .any(|node| theirs.node(&node.id).is_some()),
+            _ => self.info.run_id == other.info.run_id,
+        }
+    }
+
     /// The job's stop flag (Ctrl-C).
     pub fn shutdown(&self) -> &Shutdown {
         &self.shutdown

@@ -181,11 +181,7 @@ fn connect(
 ) -> Result<Sides> {
     let source_side = Side::connect(source, budget, shutdown)?;
     let target_side = Side::connect(target, budget, shutdown)?;
-    let same = match (source_side.topology(), target_side.topology()) {
-        (Some(s), Some(t)) => s.nodes.iter().any(|node| t.node(&node.id).is_some()),
-        _ => source_side.info.run_id == target_side.info.run_id,
-    };
-    if same {
+    if source_side.is_same_deployment(&target_side) {
         bail!(
             "source {} and target {} are the same server (same run_id); nothing to compare",
             source.redacted(),
@@ -201,21 +197,16 @@ fn connect(
 /// The job's databases, mapping, pattern and type; `--match` narrows the
 /// pattern (SCAN takes one, the other is matched here).
 fn job_scope(options: &CopyOptions, sides: &mut Sides, settings: &VerifySettings) -> Result<Scope> {
-    let source_dbs: BTreeSet<i64> = if sides.source.is_cluster() {
-        BTreeSet::from([0])
-    } else if !options.dbs.is_empty() {
-        options.dbs.iter().copied().collect()
-    } else {
-        let mut dbs: BTreeSet<i64> = sides.source.info.keyspace.keys().copied().collect();
-        if settings.extra {
-            // A database empty on the source still holds extra keys on the
-            // target when the job copied every database.
-            for &target_db in sides.target.info.keyspace.keys() {
-                dbs.extend(sources_of(&options.db_map, target_db));
-            }
+    let mut source_dbs: BTreeSet<i64> = crate::job::source_databases(&sides.source, options)
+        .into_iter()
+        .collect();
+    if settings.extra && !sides.source.is_cluster() && options.dbs.is_empty() {
+        // A database empty on the source still holds extra keys on the
+        // target when the job copied every database.
+        for &target_db in sides.target.info.keyspace.keys() {
+            source_dbs.extend(sources_of(&options.db_map, target_db));
         }
-        dbs
-    };
+    }
     let dbs: Vec<Dbs> = source_dbs
         .into_iter()
         .map(|db| Dbs {

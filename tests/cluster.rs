@@ -5,22 +5,6 @@ mod common;
 
 use common::*;
 
-fn run(source: &str, target: &str, journal: &str, extra: &[&str]) -> std::process::Output {
-    let mut args = vec![
-        "run",
-        "--source",
-        source,
-        "--target",
-        target,
-        "--journal",
-        journal,
-        "--progress",
-        "off",
-    ];
-    args.extend_from_slice(extra);
-    ferry(&args)
-}
-
 #[test]
 fn cluster_to_standalone_copies_every_slot() {
     let cluster = RedisCluster::start();
@@ -28,7 +12,7 @@ fn cluster_to_standalone_copies_every_slot() {
     let target = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let journal = journal_in(&dir);
-    let output = run(&cluster.url(), &target.url(), &journal, &[]);
+    let output = run_job(&cluster.url(), &target.url(), &journal, &[]);
     assert_exit(&output, 0);
     let source = cluster_snapshot(&cluster);
     assert_eq!(source.len(), 3100);
@@ -49,7 +33,7 @@ fn standalone_to_cluster_routes_each_key_to_its_slot_owner() {
     fill_every_type(&mut source.connection(), "{tagged}");
     let cluster = RedisCluster::start();
     let dir = tempfile::tempdir().unwrap();
-    let output = run(
+    let output = run_job(
         &source.url(),
         &cluster.nodes[1].url(),
         &journal_in(&dir),
@@ -69,7 +53,7 @@ fn cluster_to_cluster_copies_everything() {
     fill_cluster_keys(&mut source.connection(), 3000);
     let target = RedisCluster::start();
     let dir = tempfile::tempdir().unwrap();
-    let output = run(&source.url(), &target.url(), &journal_in(&dir), &[]);
+    let output = run_job(&source.url(), &target.url(), &journal_in(&dir), &[]);
     assert_exit(&output, 0);
     assert_same_data(&cluster_snapshot(&source), &cluster_snapshot(&target), 5000);
 }
@@ -80,14 +64,14 @@ fn a_cluster_target_refuses_databases_other_than_zero() {
     fill_strings(&mut source.connection_db(3), "k", 10, None);
     let cluster = RedisCluster::start();
     let dir = tempfile::tempdir().unwrap();
-    let output = run(&source.url(), &cluster.url(), &journal_in(&dir), &[]);
+    let output = run_job(&source.url(), &cluster.url(), &journal_in(&dir), &[]);
     assert_exit(&output, 2);
     assert!(
         stderr(&output).contains("add --db-map 3:0"),
         "{}",
         describe(&output)
     );
-    let output = run(
+    let output = run_job(
         &source.url(),
         &cluster.url(),
         &journal_in(&dir),
@@ -157,7 +141,7 @@ fn source_replicas_are_read_instead_of_primaries() {
     );
     let target = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let output = run(
+    let output = run_job(
         &cluster.url(),
         &target.url(),
         &journal_in(&dir),

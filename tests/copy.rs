@@ -6,35 +6,13 @@ mod common;
 
 use common::*;
 
-fn run_job(
-    source: &RedisServer,
-    target: &RedisServer,
-    journal: &str,
-    extra: &[&str],
-) -> std::process::Output {
-    let (source_url, target_url) = (source.url(), target.url());
-    let mut args = vec![
-        "run",
-        "--source",
-        &source_url,
-        "--target",
-        &target_url,
-        "--journal",
-        journal,
-        "--progress",
-        "off",
-    ];
-    args.extend_from_slice(extra);
-    ferry(&args)
-}
-
 #[test]
 fn every_type_is_copied_with_values_and_ttls_intact() {
     let source = RedisServer::start();
     let target = RedisServer::start();
     fill_every_type(&mut source.connection(), "t");
     let dir = tempfile::tempdir().unwrap();
-    let output = run_job(&source, &target, &journal_in(&dir), &[]);
+    let output = run_job(&source.url(), &target.url(), &journal_in(&dir), &[]);
     assert_exit(&output, 0);
     assert_servers_equal(&source, &target, &[0]);
     // The stream's consumer group, its pending entry and consumer came along.
@@ -90,7 +68,10 @@ fn binary_keys_and_values_survive_byte_for_byte() {
         .exec(&mut connection)
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    assert_exit(&run_job(&source, &target, &journal_in(&dir), &[]), 0);
+    assert_exit(
+        &run_job(&source.url(), &target.url(), &journal_in(&dir), &[]),
+        0,
+    );
     let mut target_connection = target.connection();
     for (key, value) in &keys {
         let copied: Option<Vec<u8>> = redis::cmd("GET")
@@ -152,7 +133,10 @@ fn ttls_are_carried_in_milliseconds_and_persistent_keys_stay_persistent() {
         .exec(&mut target.connection())
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    assert_exit(&run_job(&source, &target, &journal_in(&dir), &[]), 0);
+    assert_exit(
+        &run_job(&source.url(), &target.url(), &journal_in(&dir), &[]),
+        0,
+    );
     let mut t = target.connection();
     let pttl =
         |c: &mut redis::Connection, k: &str| -> i64 { redis::cmd("PTTL").arg(k).query(c).unwrap() };
@@ -192,7 +176,12 @@ fn every_database_is_copied_and_db_map_moves_the_ones_it_names() {
         );
     }
     let dir = tempfile::tempdir().unwrap();
-    let output = run_job(&source, &target, &journal_in(&dir), &["--db-map", "5:9"]);
+    let output = run_job(
+        &source.url(),
+        &target.url(),
+        &journal_in(&dir),
+        &["--db-map", "5:9"],
+    );
     assert_exit(&output, 0);
     assert_eq!(dbsize(&mut target.connection(), 0), 50);
     assert_eq!(dbsize(&mut target.connection(), 2), 52);
@@ -220,7 +209,12 @@ fn db_option_and_url_db_select_databases() {
     }
     let dir = tempfile::tempdir().unwrap();
     assert_exit(
-        &run_job(&source, &target, &journal_in(&dir), &["--db", "1"]),
+        &run_job(
+            &source.url(),
+            &target.url(),
+            &journal_in(&dir),
+            &["--db", "1"],
+        ),
         0,
     );
     assert_eq!(dbsize(&mut target.connection(), 0), 0);
@@ -230,17 +224,7 @@ fn db_option_and_url_db_select_databases() {
     // A db in the URLs: source db 3 into target db 7.
     let dir = tempfile::tempdir().unwrap();
     let journal = journal_in(&dir);
-    let output = ferry(&[
-        "run",
-        "--source",
-        &source.url_db(3),
-        "--target",
-        &target.url_db(7),
-        "--journal",
-        &journal,
-        "--progress",
-        "off",
-    ]);
+    let output = run_job(&source.url_db(3), &target.url_db(7), &journal, &[]);
     assert_exit(&output, 0);
     assert_eq!(dbsize(&mut target.connection(), 7), 20);
 }
@@ -261,7 +245,12 @@ fn match_and_type_filters_copy_only_what_they_select_and_count_nothing_else() {
     let dir = tempfile::tempdir().unwrap();
     let journal = journal_in(&dir);
     assert_exit(
-        &run_job(&source, &target, &journal, &["--match", "user:*"]),
+        &run_job(
+            &source.url(),
+            &target.url(),
+            &journal,
+            &["--match", "user:*"],
+        ),
         0,
     );
     assert_eq!(dbsize(&mut target.connection(), 0), 31);
@@ -275,7 +264,10 @@ fn match_and_type_filters_copy_only_what_they_select_and_count_nothing_else() {
     let target = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
     let journal = journal_in(&dir);
-    assert_exit(&run_job(&source, &target, &journal, &["--type", "hash"]), 0);
+    assert_exit(
+        &run_job(&source.url(), &target.url(), &journal, &["--type", "hash"]),
+        0,
+    );
     assert_eq!(dbsize(&mut target.connection(), 0), 1);
     assert_eq!(status_json(&journal)["outcomes"]["restored"], 1);
 }
@@ -296,7 +288,12 @@ fn existing_skip_leaves_target_keys_alone_and_counts_them_skipped() {
     let dir = tempfile::tempdir().unwrap();
     let journal = journal_in(&dir);
     assert_exit(
-        &run_job(&source, &target, &journal, &["--existing", "skip"]),
+        &run_job(
+            &source.url(),
+            &target.url(),
+            &journal,
+            &["--existing", "skip"],
+        ),
         0,
     );
     let kept: String = redis::cmd("GET").arg("k:3").query(&mut t).unwrap();
@@ -326,7 +323,12 @@ fn absolute_ttl_mode_keeps_the_expiry_time() {
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     assert_exit(
-        &run_job(&source, &target, &journal_in(&dir), &["--ttl", "absolute"]),
+        &run_job(
+            &source.url(),
+            &target.url(),
+            &journal_in(&dir),
+            &["--ttl", "absolute"],
+        ),
         0,
     );
     let copied: i64 = redis::cmd("PEXPIRETIME")
@@ -344,7 +346,7 @@ fn dry_run_counts_per_database_and_type_and_writes_nothing() {
     fill_strings(&mut source.connection_db(4), "s", 25, Some(5));
     let dir = tempfile::tempdir().unwrap();
     let journal = journal_in(&dir);
-    let output = run_job(&source, &target, &journal, &["--dry-run"]);
+    let output = run_job(&source.url(), &target.url(), &journal, &["--dry-run"]);
     assert_exit(&output, 0);
     let text = stdout(&output);
     assert!(text.contains("total: 34 keys would be copied"), "{text}");

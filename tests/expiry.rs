@@ -28,21 +28,12 @@ fn keys_expiring_during_the_copy_are_never_resurrected_without_a_ttl() {
     fill_strings(&mut connection, "p", 4000, None);
     let dir = tempfile::tempdir().unwrap();
     let journal = journal_in(&dir);
-    let output = ferry(&[
-        "run",
-        "--source",
+    let output = run_job(
         &source.url(),
-        "--target",
         &target.url(),
-        "--journal",
         &journal,
-        "--progress",
-        "off",
-        "--rate",
-        "5000",
-        "--scan-count",
-        "100",
-    ]);
+        &["--rate", "5000", "--scan-count", "100"],
+    );
     assert_exit(&output, 0);
 
     // Right after the copy: every volatile key on the target has a TTL.
@@ -118,21 +109,12 @@ fn a_key_gone_when_read_is_deleted_on_the_target_too() {
     let dir = tempfile::tempdir().unwrap();
     let journal = journal_in(&dir);
     // Paced, so keys expire between SCAN returning them and DUMP reading them.
-    let output = ferry(&[
-        "run",
-        "--source",
+    let output = run_job(
         &source.url(),
-        "--target",
         &target.url(),
-        "--journal",
         &journal,
-        "--progress",
-        "off",
-        "--rate",
-        "2500",
-        "--scan-count",
-        "50",
-    ]);
+        &["--rate", "2500", "--scan-count", "50"],
+    );
     assert_exit(&output, 0);
     let status = status_json(&journal);
     let restored = status["outcomes"]["restored"].as_u64().unwrap();

@@ -304,17 +304,7 @@ fn a_full_target_stops_the_job_resumably() {
         RedisServer::start_with(&["--maxmemory", "2mb", "--maxmemory-policy", "noeviction"]);
     let dir = tempfile::tempdir().unwrap();
     let journal = journal_in(&dir);
-    let output = ferry(&[
-        "run",
-        "--source",
-        &source.url(),
-        "--target",
-        &target.url(),
-        "--journal",
-        &journal,
-        "--progress",
-        "off",
-    ]);
+    let output = run_job(&source.url(), &target.url(), &journal, &[]);
     assert_exit(&output, 1);
     assert_one_clear_line(&output, "OOM command not allowed");
     assert!(

@@ -127,17 +127,7 @@ fn binary_keys() -> Vec<Vec<u8>> {
 fn journal_with_every_outcome() -> (RedisServer, RedisServer, tempfile::TempDir, String) {
     let source = RedisServer::start();
     let target = RedisServer::start();
-    redis::cmd("ACL")
-        .arg(&[
-            "SETUSER",
-            "ferry",
-            "on",
-            &format!(">{ACL_PASSWORD}"),
-            "~ok:*",
-            "+@all",
-        ])
-        .exec(&mut target.connection())
-        .unwrap();
+    target.restrict_ferry_user_to_ok_keys(ACL_PASSWORD);
     fill_strings(&mut source.connection(), "ok", 300, Some(3));
     fill_strings(&mut source.connection(), "no", 6, None);
     fill_strings(&mut source.connection_db(1), "ok:db1", 40, None);
@@ -151,23 +141,8 @@ fn journal_with_every_outcome() -> (RedisServer, RedisServer, tempfile::TempDir,
     }
     let dir = tempfile::tempdir().unwrap();
     let journal = journal_in(&dir);
-    let (s, t) = (
-        source.url(),
-        format!("redis://ferry:{ACL_PASSWORD}@127.0.0.1:{}", target.port),
-    );
-    let output = ferry(&[
-        "run",
-        "--source",
-        &s,
-        "--target",
-        &t,
-        "--journal",
-        &journal,
-        "--progress",
-        "off",
-        "--existing",
-        "skip",
-    ]);
+    let (s, t) = (source.url(), target.ferry_user_url(ACL_PASSWORD));
+    let output = run_job(&s, &t, &journal, &["--existing", "skip"]);
     assert_exit(&output, 3);
 
     // What `verify` would record: ok:7 is missing on the target.
@@ -408,20 +383,7 @@ fn a_report_with_the_target_stopped_shows_its_counts_unknown_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let journal = journal_in(&dir);
     let (s, t) = (source.url(), target.url());
-    assert_exit(
-        &ferry(&[
-            "run",
-            "--source",
-            &s,
-            "--target",
-            &t,
-            "--journal",
-            &journal,
-            "--progress",
-            "off",
-        ]),
-        0,
-    );
+    assert_exit(&run_job(&s, &t, &journal, &[]), 0);
     assert_eq!(
         report_json(&journal, &[])["verdict"]["text"],
         "target holds as many keys as source (500)"
@@ -475,20 +437,7 @@ fn passwords_never_appear_in_any_report_format() {
     let journal = journal_in(&dir);
     let s = format!("redis://:{SOURCE_PW}@127.0.0.1:{}", source.port);
     let t = format!("redis://:{TARGET_PW}@127.0.0.1:{}", target.port);
-    assert_exit(
-        &ferry(&[
-            "run",
-            "--source",
-            &s,
-            "--target",
-            &t,
-            "--journal",
-            &journal,
-            "--progress",
-            "off",
-        ]),
-        0,
-    );
+    assert_exit(&run_job(&s, &t, &journal, &[]), 0);
     let leaks = |what: &str, bytes: &[u8]| {
         let text = String::from_utf8_lossy(bytes);
         assert!(
@@ -559,20 +508,7 @@ fn output_problems_are_one_line_errors_and_never_leave_half_a_file() {
     let dir = tempfile::tempdir().unwrap();
     let journal = journal_in(&dir);
     let (s, t) = (source.url(), target.url());
-    assert_exit(
-        &ferry(&[
-            "run",
-            "--source",
-            &s,
-            "--target",
-            &t,
-            "--journal",
-            &journal,
-            "--progress",
-            "off",
-        ]),
-        0,
-    );
+    assert_exit(&run_job(&s, &t, &journal, &[]), 0);
 
     let missing_dir = dir.path().join("no-such-dir");
     let file = missing_dir.join("r.csv");
@@ -666,20 +602,7 @@ fn a_cluster_source_is_counted_over_every_primary() {
     let dir = tempfile::tempdir().unwrap();
     let journal = journal_in(&dir);
     let (s, t) = (cluster.url(), target.url());
-    assert_exit(
-        &ferry(&[
-            "run",
-            "--source",
-            &s,
-            "--target",
-            &t,
-            "--journal",
-            &journal,
-            "--progress",
-            "off",
-        ]),
-        0,
-    );
+    assert_exit(&run_job(&s, &t, &journal, &[]), 0);
     let json = report_json(&journal, &[]);
     assert_eq!(json["dbs"].as_array().unwrap().len(), 1);
     assert_eq!(json["dbs"][0]["source_keys"], cluster.dbsize());

@@ -364,3 +364,32 @@ fn a_target_turned_read_only_stops_the_job() {
         "a read-only target is not a per-key failure"
     );
 }
+
+#[test]
+fn a_source_restarted_during_the_run_is_scanned_again_before_the_job_completes() {
+    // Append-only, so the source has the same keys after its restart; its
+    // new process hashes them with a new seed, so the cursor in flight
+    // proves nothing even though the connection comes back.
+    let mut source = RedisServer::start_with(&["--appendonly", "yes"]);
+    fill_strings(&mut source.connection(), "k", KEYS, Some(4));
+    let target = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let journal = journal_in(&dir);
+    let (s, t) = (source.url(), target.url());
+    let child = spawn_paced_run(&s, &t, &journal, 8000);
+    wait_for_restored(&journal, 2000);
+    source.restart();
+    let output = finish(child);
+    assert_exit(&output, 0);
+    assert!(
+        stderr(&output).contains("scanning again: the source restarted since db 0 was scanned"),
+        "{}",
+        describe(&output)
+    );
+    assert_servers_equal(&source, &target, &[0]);
+    assert_eq!(
+        status_json(&journal)["outcomes"]["restored"],
+        KEYS as u64,
+        "each key counted once"
+    );
+}

@@ -18,22 +18,12 @@ const ACL_PASSWORD: &str = "ferry-acl-pw";
 /// A target where user `ferry` may only touch keys matching `ok:*`.
 fn target_with_ok_only_acl() -> RedisServer {
     let target = RedisServer::start();
-    redis::cmd("ACL")
-        .arg(&[
-            "SETUSER",
-            "ferry",
-            "on",
-            &format!(">{ACL_PASSWORD}"),
-            "~ok:*",
-            "+@all",
-        ])
-        .exec(&mut target.connection())
-        .expect("ACL SETUSER");
+    target.restrict_ferry_user_to_ok_keys(ACL_PASSWORD);
     target
 }
 
 fn ferry_url(target: &RedisServer) -> String {
-    format!("redis://ferry:{ACL_PASSWORD}@127.0.0.1:{}", target.port)
+    target.ferry_user_url(ACL_PASSWORD)
 }
 
 /// Lets user `ferry` write every key.
@@ -104,17 +94,7 @@ fn keys_denied_by_an_acl_fail_with_noperm_and_retry_copies_them_once_the_acl_is_
     let journal = journal_in(&dir);
 
     let (s, t) = (source.url(), ferry_url(&target));
-    let output = ferry(&[
-        "run",
-        "--source",
-        &s,
-        "--target",
-        &t,
-        "--journal",
-        &journal,
-        "--progress",
-        "off",
-    ]);
+    let output = run_job(&s, &t, &journal, &[]);
     assert_exit(&output, 3);
     assert!(
         stdout(&output).contains(&format!("{denied} keys failed")),
@@ -206,20 +186,7 @@ fn a_retry_without_the_password_stops_with_exit_1_and_says_where_to_give_it() {
     let dir = tempfile::tempdir().unwrap();
     let journal = journal_in(&dir);
     let (s, t) = (source.url(), ferry_url(&target));
-    assert_exit(
-        &ferry(&[
-            "run",
-            "--source",
-            &s,
-            "--target",
-            &t,
-            "--journal",
-            &journal,
-            "--progress",
-            "off",
-        ]),
-        3,
-    );
+    assert_exit(&run_job(&s, &t, &journal, &[]), 3);
     widen_acl(&target);
     let output = ferry(&["retry", "--journal", &journal, "--progress", "off"]);
     assert_exit(&output, 1);
@@ -255,21 +222,7 @@ fn a_retry_stopped_by_ctrl_c_or_killed_halfway_finishes_the_rest_when_run_again(
     let (s, t) = (source.url(), ferry_url(&target));
     // The job's --rate also paces its retries: 8000 keys take ~4 s, long
     // enough to stop a retry in the middle.
-    let output = ferry(&[
-        "run",
-        "--source",
-        &s,
-        "--target",
-        &t,
-        "--journal",
-        &journal,
-        "--progress",
-        "off",
-        "--rate",
-        "2000",
-        "--scan-count",
-        "200",
-    ]);
+    let output = run_job(&s, &t, &journal, &["--rate", "2000", "--scan-count", "200"]);
     assert_exit(&output, 3);
     widen_acl(&target);
 
@@ -336,21 +289,7 @@ fn a_retry_before_the_job_finished_says_resume_copies_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let journal = journal_in(&dir);
     let (s, t) = (source.url(), ferry_url(&target));
-    let child = spawn_ferry(&[
-        "run",
-        "--source",
-        &s,
-        "--target",
-        &t,
-        "--journal",
-        &journal,
-        "--progress",
-        "off",
-        "--rate",
-        "2000",
-        "--scan-count",
-        "100",
-    ]);
+    let child = spawn_paced_run(&s, &t, &journal, 2000);
     wait_until("some keys failed", Duration::from_secs(120), || {
         let output = ferry(&["status", "--journal", &journal, "--json"]);
         output.status.code() == Some(0)

@@ -129,17 +129,12 @@ fn a_unix_socket_source_is_copied() {
     fill_strings(&mut source.connection(), "sock", 500, Some(7));
     fill_strings(&mut source.connection_db(3), "sock3", 50, None);
     let target = RedisServer::start();
-    let output = ferry(&[
-        "run",
-        "--source",
+    let output = run_job(
         &format!("unix://{socket_text}"),
-        "--target",
         &target.url(),
-        "--journal",
         &journal_in(&dir),
-        "--progress",
-        "off",
-    ]);
+        &[],
+    );
     assert_exit(&output, 0);
     assert_servers_equal(&source, &target, &[0, 3]);
 }

@@ -626,20 +626,7 @@ fn clusters_are_compared_node_by_node_with_extra_keys_on_every_primary() {
     let dir = tempfile::tempdir().unwrap();
     let journal = journal_in(&dir);
     let (s, t) = (source.url(), target.url());
-    assert_exit(
-        &ferry(&[
-            "run",
-            "--source",
-            &s,
-            "--target",
-            &t,
-            "--journal",
-            &journal,
-            "--progress",
-            "off",
-        ]),
-        0,
-    );
+    assert_exit(&run_job(&s, &t, &journal, &[]), 0);
     let clean = verify(&["--journal", &journal, "--extra"]);
     assert_exit(&clean, 0);
     assert!(

@@ -95,6 +95,31 @@ pub struct JobRecord {
     pub last_error: Option<String>,
 }
 
+impl JobRecord {
+    /// A job as recorded when it starts: now, no TLS CA, no cluster nodes.
+    pub fn new(
+        state: JobState,
+        source_url: &str,
+        target_url: &str,
+        options: CopyOptions,
+    ) -> JobRecord {
+        let now = now_ms();
+        JobRecord {
+            state,
+            source_url: source_url.to_string(),
+            target_url: target_url.to_string(),
+            source_tls_ca: None,
+            target_tls_ca: None,
+            options,
+            source_nodes: None,
+            started_at: now,
+            updated_at: now,
+            finished_at: None,
+            last_error: None,
+        }
+    }
+}
+
 /// One planned or progressing SCAN cursor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CursorRecord {
@@ -254,9 +279,12 @@ impl Journal {
         read_job(&self.connection, &self.path)
     }
 
-    /// Records a new job.
-    pub fn insert_job(&self, job: &JobRecord) -> Result<()> {
-        self.connection.execute(
+    /// Records a new job with the cursors it starts from, in one
+    /// transaction: a process killed in between must not leave a job without
+    /// cursors, which would read as "everything scanned".
+    pub fn insert_job(&mut self, job: &JobRecord, cursors: &[CursorRecord]) -> Result<()> {
+        let transaction = self.connection.transaction()?;
+        transaction.execute(
             "INSERT INTO job (id, state, source_url, target_url, source_tls_ca, target_tls_ca, options,
                               source_nodes, started_at, updated_at, finished_at, last_error)
              VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, NULL, NULL)",
@@ -271,6 +299,8 @@ impl Journal {
                 job.started_at,
             ],
         )?;
+        insert_cursors(&transaction, cursors)?;
+        transaction.commit()?;
         Ok(())
     }
 
@@ -304,44 +334,10 @@ impl Journal {
 
     /// Adds cursors to scan (new ones start at 0; existing ones are kept).
     pub fn plan_cursors(&mut self, cursors: &[CursorRecord]) -> Result<()> {
-        self.write_cursors(cursors, false)
-    }
-
-    /// One transaction, so a process killed halfway never leaves a job with
-    /// no cursors (which would read as "all scanned").
-    fn write_cursors(&mut self, cursors: &[CursorRecord], replace: bool) -> Result<()> {
         let transaction = self.connection.transaction()?;
-        if replace {
-            transaction.execute("DELETE FROM cursors", [])?;
-        }
-        {
-            let mut insert = transaction.prepare(
-                "INSERT OR IGNORE INTO cursors (node, db, target_db, cursor, done, run_id, keys_scanned, keys_expected, updated_at, node_layout)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
-            )?;
-            for cursor in cursors {
-                insert.execute(params![
-                    cursor.node,
-                    cursor.db,
-                    cursor.target_db,
-                    cursor.cursor.to_string(),
-                    cursor.done,
-                    cursor.run_id,
-                    cursor.keys_scanned as i64,
-                    cursor.keys_expected.map(|k| k as i64),
-                    cursor.updated_at,
-                    cursor.node_layout,
-                ])?;
-            }
-        }
+        insert_cursors(&transaction, cursors)?;
         transaction.commit()?;
         Ok(())
-    }
-
-    /// Replaces every cursor with `cursors` (a changed source cluster is
-    /// scanned again from the start).
-    pub fn replace_cursors(&mut self, cursors: &[CursorRecord]) -> Result<()> {
-        self.write_cursors(cursors, true)
     }
 
     /// Every cursor, in (node, db) order.
@@ -395,7 +391,7 @@ impl Journal {
         node: &str,
         db: i64,
         run_id: &str,
-        node_layout: &str,
+        node_layout: Option<&str>,
     ) -> Result<()> {
         self.connection.execute(
             "UPDATE cursors SET run_id = ?3, node_layout = ?4 WHERE node = ?1 AND db = ?2",
@@ -490,7 +486,7 @@ impl Journal {
                  ON CONFLICT (db, outcome) DO UPDATE SET keys = keys + excluded.keys",
             )?;
             for ((db, outcome), delta) in deltas.into_iter().filter(|(_, delta)| *delta != 0) {
-                count.execute(params![db, outcome.as_str(), delta])?;
+                count.execute(params![db, outcome, delta])?;
             }
             let mut cursor = transaction.prepare_cached(
                 "UPDATE cursors SET cursor = ?3, done = ?4, run_id = ?5,
@@ -645,6 +641,28 @@ impl Journal {
     }
 }
 
+fn insert_cursors(transaction: &rusqlite::Transaction<'_>, cursors: &[CursorRecord]) -> Result<()> {
+    let mut insert = transaction.prepare(
+        "INSERT OR IGNORE INTO cursors (node, db, target_db, cursor, done, run_id, keys_scanned, keys_expected, updated_at, node_layout)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
+    )?;
+    for cursor in cursors {
+        insert.execute(params![
+            cursor.node,
+            cursor.db,
+            cursor.target_db,
+            cursor.cursor.to_string(),
+            cursor.done,
+            cursor.run_id,
+            cursor.keys_scanned as i64,
+            cursor.keys_expected.map(|k| k as i64),
+            cursor.updated_at,
+            cursor.node_layout,
+        ])?;
+    }
+    Ok(())
+}
+
 fn key_row(row: &rusqlite::Row<'_>) -> Result<KeyRow> {
     let outcome: String = row.get(2)?;
     Ok(KeyRow {
@@ -680,24 +698,14 @@ fn write_key_rows(
         .copied()
         .partition(|(_, result)| keeps_row(journal_keys, result.outcome));
     for chunk in kept.chunks(ROWS_PER_INSERT) {
-        let sql = upsert_sql(chunk.len());
-        // Only the full-size statement is worth caching; the last chunk's
-        // size varies.
-        let (mut cached, mut fresh);
-        let statement: &mut rusqlite::Statement<'_> = if chunk.len() == ROWS_PER_INSERT {
-            cached = transaction.prepare_cached(&sql)?;
-            &mut cached
-        } else {
-            fresh = transaction.prepare(&sql)?;
-            &mut fresh
-        };
+        let mut statement =
+            chunk_statement(transaction, &UPSERT_FULL_CHUNK, chunk.len(), upsert_sql)?;
         let mut parameters: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(chunk.len() * 7);
-        let outcomes: Vec<&str> = chunk.iter().map(|(_, r)| r.outcome.as_str()).collect();
-        for ((db, result), outcome) in chunk.iter().zip(&outcomes) {
+        for (db, result) in chunk {
             parameters.extend_from_slice(&[
                 db,
                 &result.key,
-                outcome,
+                &result.outcome,
                 &result.ttl_ms,
                 &result.size_bytes,
                 &result.error,
@@ -733,7 +741,7 @@ fn write_key_rows(
                     params![
                         db,
                         result.key,
-                        result.outcome.as_str(),
+                        result.outcome,
                         result.ttl_ms,
                         result.size_bytes,
                         result.error,
@@ -760,11 +768,7 @@ fn journaled_among<'r>(
     transaction: &rusqlite::Transaction<'_>,
     chunk: &[(i64, &'r KeyResult)],
 ) -> Result<Vec<(i64, &'r KeyResult)>> {
-    let sql = format!(
-        "SELECT db, key FROM keys WHERE (db, key) IN (VALUES {})",
-        vec!["(?, ?)"; chunk.len()].join(", ")
-    );
-    let mut statement = transaction.prepare_cached(&sql)?;
+    let mut statement = chunk_statement(transaction, &PROBE_FULL_CHUNK, chunk.len(), probe_sql)?;
     let mut parameters: Vec<&dyn rusqlite::ToSql> = Vec::with_capacity(chunk.len() * 2);
     for (db, result) in chunk {
         parameters.extend_from_slice(&[db, &result.key]);
@@ -781,6 +785,67 @@ fn journaled_among<'r>(
         );
     }
     Ok(found)
+}
+
+/// The statements for a full chunk, built once.
+static UPSERT_FULL_CHUNK: LazyLock<String> = LazyLock::new(|| upsert_sql(ROWS_PER_INSERT));
+static PROBE_FULL_CHUNK: LazyLock<String> = LazyLock::new(|| probe_sql(ROWS_PER_INSERT));
+
+/// A multi-row statement for a chunk of `rows` keys. The full-size one is
+/// prepared once and cached; only a transaction's last, shorter chunk gets
+/// a statement of its own (caching every size would evict the full one).
+fn chunk_statement<'t>(
+    transaction: &'t rusqlite::Transaction<'_>,
+    full_chunk_sql: &str,
+    rows: usize,
+    sql_for: fn(usize) -> String,
+) -> Result<ChunkStatement<'t>> {
+    Ok(if rows == ROWS_PER_INSERT {
+        ChunkStatement::Cached(transaction.prepare_cached(full_chunk_sql)?)
+    } else {
+        ChunkStatement::Fresh(transaction.prepare(&sql_for(rows))?)
+    })
+}
+
+enum ChunkStatement<'t> {
+    Cached(rusqlite::CachedStatement<'t>),
+    Fresh(rusqlite::Statement<'t>),
+}
+
+impl<'t> std::ops::Deref for ChunkStatement<'t> {
+    type Target = rusqlite::Statement<'t>;
+    fn deref(&self) -> &Self::Target {
+        match self {
+            ChunkStatement::Cached(statement) => statement,
+            ChunkStatement::Fresh(statement) => statement,
+        }
+    }
+}
+
+impl std::ops::DerefMut for ChunkStatement<'_> {
+    fn deref_mut(&mut self) -> &mut Self::Target {
+        match self {
+            ChunkStatement::Cached(statement) => statement,
+            ChunkStatement::Fresh(statement) => statement,
+        }
+    }
+}
+
+/// `SELECT db, key FROM keys WHERE (db, key) IN (VALUES (?, ?) x rows)`.
+fn probe_sql(rows: usize) -> String {
+    format!(
+        "SELECT db, key FROM keys WHERE (db, key) IN (VALUES {})",
+        vec!["(?, ?)"; rows].join(", ")
+    )
+}
+
+/// Outcomes are stored as their names.
+impl rusqlite::ToSql for Outcome {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        Ok(rusqlite::types::ToSqlOutput::Borrowed(
+            rusqlite::types::ValueRef::Text(self.as_str().as_bytes()),
+        ))
+    }
 }
 
 /// `INSERT ... VALUES (...) x rows ... ON CONFLICT DO UPDATE ... RETURNING`.
@@ -988,19 +1053,12 @@ mod tests {
     }
 
     fn sample_job() -> JobRecord {
-        JobRecord {
-            state: JobState::Running,
-            source_url: "redis://:***@old:6379".into(),
-            target_url: "redis://new:6379".into(),
-            source_tls_ca: None,
-            target_tls_ca: None,
-            options: CopyOptions::default(),
-            source_nodes: None,
-            started_at: 1,
-            updated_at: 1,
-            finished_at: None,
-            last_error: None,
-        }
+        JobRecord::new(
+            JobState::Running,
+            "redis://:***@old:6379",
+            "redis://new:6379",
+            CopyOptions::default(),
+        )
     }
 
     fn result(key: &[u8], outcome: Outcome) -> KeyResult {
@@ -1017,7 +1075,7 @@ mod tests {
     fn counts_follow_each_keys_latest_outcome() {
         let dir = tempfile::tempdir().unwrap();
         let mut journal = Journal::create(&dir.path().join("j.db")).unwrap();
-        journal.insert_job(&sample_job()).unwrap();
+        journal.insert_job(&sample_job(), &[]).unwrap();
         journal
             .commit_batch(
                 0,
@@ -1051,7 +1109,7 @@ mod tests {
     fn failures_mode_keeps_rows_only_for_failures_but_exact_counts() {
         let dir = tempfile::tempdir().unwrap();
         let mut journal = Journal::create(&dir.path().join("j.db")).unwrap();
-        journal.insert_job(&sample_job()).unwrap();
+        journal.insert_job(&sample_job(), &[]).unwrap();
         let batch = [
             result(b"a", Outcome::Failed),
             result(b"b", Outcome::Restored),
@@ -1132,8 +1190,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("j.db");
         {
-            let journal = Journal::create(&path).unwrap();
-            journal.insert_job(&sample_job()).unwrap();
+            let mut journal = Journal::create(&path).unwrap();
+            journal.insert_job(&sample_job(), &[]).unwrap();
             journal
                 .connection
                 .pragma_update(None, "user_version", 99)
@@ -1147,7 +1205,7 @@ mod tests {
     fn retry_pages_walk_keys_in_order() {
         let dir = tempfile::tempdir().unwrap();
         let mut journal = Journal::create(&dir.path().join("j.db")).unwrap();
-        journal.insert_job(&sample_job()).unwrap();
+        journal.insert_job(&sample_job(), &[]).unwrap();
         let batch: Vec<_> = (0..10u8)
             .map(|i| result(&[b'k', i], Outcome::Failed))
             .collect();

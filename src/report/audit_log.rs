@@ -87,19 +87,15 @@ mod tests {
     fn journal_with(dir: &tempfile::TempDir, results: &[KeyResult]) -> Journal {
         let mut journal = Journal::create(&dir.path().join("j.db")).unwrap();
         journal
-            .insert_job(&JobRecord {
-                state: JobState::Completed,
-                source_url: "redis://old:6379".into(),
-                target_url: "redis://new:6379".into(),
-                source_tls_ca: None,
-                target_tls_ca: None,
-                options: CopyOptions::default(),
-                source_nodes: None,
-                started_at: 0,
-                updated_at: 0,
-                finished_at: None,
-                last_error: None,
-            })
+            .insert_job(
+                &JobRecord::new(
+                    JobState::Completed,
+                    "redis://old:6379",
+                    "redis://new:6379",
+                    CopyOptions::default(),
+                ),
+                &[],
+            )
             .unwrap();
         journal
             .commit_batch(0, results, None, JournalKeys::All)

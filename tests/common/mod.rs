@@ -92,6 +92,24 @@ pub fn wait_until(what: &str, timeout: Duration, mut condition: impl FnMut() -> 
     }
 }
 
+/// `redis-ferry run --source SOURCE --target TARGET --journal JOURNAL
+/// --progress off EXTRA...`, to the end.
+pub fn run_job(source: &str, target: &str, journal: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "run",
+        "--source",
+        source,
+        "--target",
+        target,
+        "--journal",
+        journal,
+        "--progress",
+        "off",
+    ];
+    args.extend_from_slice(extra);
+    ferry(&args)
+}
+
 /// `redis-ferry resume` on `journal`, which must finish with exit 0.
 #[track_caller]
 pub fn resume_to_completion(journal: &str) {

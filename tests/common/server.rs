@@ -168,6 +168,27 @@ impl RedisServer {
         self.process.id()
     }
 
+    /// Adds ACL user `ferry` (with `password`) that may only touch keys
+    /// matching `ok:*`: writing any other key fails with NOPERM.
+    pub fn restrict_ferry_user_to_ok_keys(&self, password: &str) {
+        redis::cmd("ACL")
+            .arg(&[
+                "SETUSER",
+                "ferry",
+                "on",
+                &format!(">{password}"),
+                "~ok:*",
+                "+@all",
+            ])
+            .exec(&mut self.connection())
+            .expect("ACL SETUSER");
+    }
+
+    /// The URL of this server as ACL user `ferry`.
+    pub fn ferry_user_url(&self, password: &str) -> String {
+        format!("redis://ferry:{password}@127.0.0.1:{}", self.port)
+    }
+
     /// Runs redis-cli against this server.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
         Command::new(redis_cli_bin())
