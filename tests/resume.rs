@@ -254,9 +254,20 @@ fn a_second_ctrl_c_exits_at_once_and_the_journal_stays_consistent() {
     let (s, t) = (source.url(), target.url());
     let child = spawn_ferry(&run_args(&s, &t, &journal, true));
     wait_for_restored(&journal, 1000);
+    // The target holds every write for a minute, so the batch in flight
+    // cannot finish: only the second Ctrl-C can end the process (without
+    // the pause, the first one may finish cleanly before the second lands).
+    redis::cmd("CLIENT")
+        .arg(&["PAUSE", "60000", "WRITE"])
+        .exec(&mut target.connection())
+        .unwrap();
     signal(&child, "INT");
     signal(&child, "INT");
     let output = finish(child);
+    redis::cmd("CLIENT")
+        .arg("UNPAUSE")
+        .exec(&mut target.connection())
+        .unwrap();
     assert_exit(&output, 130);
     assert!(
         stderr(&output).contains("exiting now"),
