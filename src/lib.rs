@@ -17,6 +17,7 @@
 //! - [`copy`]: DUMP + PTTL, RESTORE / DEL, per-key outcomes, redirections.
 //! - [`journal`]: the SQLite journal (schema in `migrations/`): outcomes,
 //!   counts and cursors move forward together, whole batches at a time.
+//! - [`preflight`]: the checks that refuse a job before anything is written.
 //! - [`status`], [`dry_run`]: read-only views.
 //! - [`report`]: key counts now beside the journal's outcomes, a verdict,
 //!   and the per-key CSV audit log.
@@ -32,7 +33,8 @@
 //!   source was covered while its slots move. [`server`]: INFO facts.
 //!
 //! Small pieces: [`options`], [`outcome`], [`escape`] (binary keys as
-//! text), [`progress`], [`rate`], [`interrupt`] (Ctrl-C), [`clock`].
+//! text), [`progress`], [`log`] (every line on stderr), [`rate`],
+//! [`interrupt`] (Ctrl-C), [`clock`].
 
 pub mod cli;
 pub mod clock;
@@ -48,9 +50,11 @@ pub mod exit;
 pub mod interrupt;
 pub mod job;
 pub mod journal;
+pub mod log;
 pub mod options;
 pub mod outcome;
 pub mod pipeline;
+pub mod preflight;
 pub mod progress;
 pub mod rate;
 pub mod report;
