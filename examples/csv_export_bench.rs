@@ -101,6 +101,8 @@ fn key_result(i: usize) -> KeyResult {
             "NOPERM this user has no permissions to access one of the keys used as arguments"
                 .to_string()
         }),
+        method: (outcome == Outcome::Restored)
+            .then_some(redis_ferry::outcome::WriteMethod::Restore),
     }
 }
 

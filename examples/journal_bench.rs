@@ -44,6 +44,7 @@ fn main() -> anyhow::Result<()> {
                     ttl_ms: None,
                     size_bytes: Some(120),
                     error: None,
+                    method: Some(redis_ferry::outcome::WriteMethod::Restore),
                 }
             })
             .collect();

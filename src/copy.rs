@@ -24,7 +24,7 @@ use redis::Value;
 use crate::clock::now_ms;
 use crate::connection::{ErrorClass, classify, error_text};
 use crate::options::{Existing, TtlMode};
-use crate::outcome::{KeyResult, Outcome};
+use crate::outcome::{KeyResult, Outcome, WriteMethod};
 use crate::side::Side;
 use crate::wire::CommandBuffer;
 
@@ -398,6 +398,7 @@ pub fn write_keys(
                 ttl_ms: written.ttl_ms,
                 size_bytes: written.size_bytes,
                 error: written.error,
+                method: (written.outcome == Outcome::Restored).then_some(WriteMethod::Restore),
             })
         })
         .collect()

@@ -59,6 +59,28 @@ impl FromStr for Outcome {
     }
 }
 
+/// How a key was written to the target (the CSV's `method` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WriteMethod {
+    /// RESTORE of the source's DUMP payload.
+    Restore,
+    /// Rebuilt with ordinary commands of its type (another version or fork).
+    Commands,
+    /// A big key, copied in chunks into a temporary key, then renamed.
+    Chunked,
+}
+
+impl WriteMethod {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            WriteMethod::Restore => "restore",
+            WriteMethod::Commands => "commands",
+            WriteMethod::Chunked => "chunked",
+        }
+    }
+}
+
 /// The result of copying one key, ready for the journal.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KeyResult {
@@ -70,6 +92,9 @@ pub struct KeyResult {
     /// Size of the DUMP payload.
     pub size_bytes: Option<i64>,
     pub error: Option<String>,
+    /// How the key was written; `None` when nothing was written (a delete,
+    /// a skip, a failure before writing, or `verify`'s mismatch).
+    pub method: Option<WriteMethod>,
 }
 
 impl KeyResult {
@@ -80,6 +105,7 @@ impl KeyResult {
             ttl_ms: None,
             size_bytes: None,
             error: Some(error.into()),
+            method: None,
         }
     }
 }

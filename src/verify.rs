@@ -597,6 +597,7 @@ impl<'j> Recorder<'j> {
                         ttl_ms: None,
                         size_bytes: None,
                         error: Some(detail.clone()),
+                        method: None,
                     });
                 }
                 Verdict::Equal if checked.direction.is_source() => {
@@ -612,6 +613,7 @@ impl<'j> Recorder<'j> {
                             ttl_ms: None,
                             size_bytes: None,
                             error: None,
+                            method: None,
                         });
                     }
                 }

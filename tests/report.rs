@@ -157,6 +157,7 @@ fn journal_with_every_outcome() -> (RedisServer, RedisServer, tempfile::TempDir,
         ttl_ms: None,
         size_bytes: None,
         error: error.map(str::to_string),
+        method: None,
     };
     let batch = [
         result(b"ok:7", Outcome::Mismatch, Some("missing on target")),

@@ -1068,6 +1068,7 @@ mod tests {
             ttl_ms: None,
             size_bytes: Some(3),
             error: (outcome == Outcome::Failed).then(|| "NOPERM".to_string()),
+            method: None,
         }
     }
 

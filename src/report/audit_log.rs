@@ -117,6 +117,7 @@ mod tests {
                 ttl_ms: None,
                 size_bytes: None,
                 error: Some("NOPERM, \"quoted\"\nsecond line".into()),
+                method: None,
             })
             .collect();
         let journal = journal_with(&dir, &results);
@@ -148,6 +149,7 @@ mod tests {
                 ttl_ms: Some(1000),
                 size_bytes: Some(10),
                 error: None,
+                method: None,
             })
             .collect();
         let journal = journal_with(&dir, &results);
