@@ -13,6 +13,8 @@
 //! Contenders:
 //! - `ferry-all` / `ferry-failures`: redis-ferry through the library, journal
 //!   on disk, with `--journal-keys all` / `failures`;
+//! - `ferry-nofence`: as `ferry-all` with `--no-fence`, to show what the
+//!   fence against the application's writes costs;
 //! - `migrate`: the reference loop, SCAN COUNT 1000 then per batch
 //!   `MIGRATE host port "" db 5000 COPY REPLACE KEYS k1 ... kN`;
 //! - `replicaof`: Redis's own full sync (REPLICAOF, wait for the link and
@@ -62,6 +64,7 @@ fn parse_args() -> Result<Args> {
         keys: 1_000_000,
         contenders: vec![
             "ferry-all".into(),
+            "ferry-nofence".into(),
             "ferry-failures".into(),
             "migrate".into(),
             "replicaof".into(),
@@ -141,6 +144,7 @@ fn main() -> Result<()> {
         let started = Instant::now();
         let (peak, note, child_cpu) = match contender.as_str() {
             "ferry-all" => spawn_ferry(&source, &target, "all", args.scan_count)?,
+            "ferry-nofence" => spawn_ferry(&source, &target, "nofence", args.scan_count)?,
             "ferry-failures" => spawn_ferry(&source, &target, "failures", args.scan_count)?,
             "migrate" => (None, run_migrate(&source, &target, &dbs)?, 0.0),
             "replicaof" => (
@@ -215,17 +219,18 @@ fn spawn_ferry_urls(
     Ok((Some(peak), format!("journal {} bytes", fields[2]), cpu))
 }
 
-/// The child side of [`spawn_ferry`]: `--ferry-child SOURCE TARGET all|failures SCAN_COUNT`.
+/// The child side of [`spawn_ferry`]: `--ferry-child SOURCE TARGET all|failures|nofence SCAN_COUNT`.
 fn ferry_child() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(2).collect();
     let [source, target, journal_keys, scan_count] = args.as_slice() else {
-        bail!("--ferry-child SOURCE TARGET all|failures SCAN_COUNT");
+        bail!("--ferry-child SOURCE TARGET all|failures|nofence SCAN_COUNT");
     };
-    let journal_keys = match journal_keys.as_str() {
-        "all" => JournalKeys::All,
-        _ => JournalKeys::Failures,
+    let (journal_keys, no_fence) = match journal_keys.as_str() {
+        "all" => (JournalKeys::All, false),
+        "nofence" => (JournalKeys::All, true),
+        _ => (JournalKeys::Failures, false),
     };
-    let (peak, bytes) = run_ferry(source, target, journal_keys, scan_count.parse()?)?;
+    let (peak, bytes) = run_ferry(source, target, journal_keys, no_fence, scan_count.parse()?)?;
     let cpu = process_cpu_seconds(std::process::id())?;
     println!("FERRY_RESULT {:.1} {cpu:.2} {bytes}", peak.unwrap_or(0.0));
     Ok(())
@@ -237,6 +242,7 @@ fn run_ferry(
     source: &str,
     target: &str,
     journal_keys: JournalKeys,
+    no_fence: bool,
     scan_count: u32,
 ) -> Result<(Option<f64>, u64)> {
     let dir = tempfile::tempdir_in(".")?;
@@ -248,6 +254,7 @@ fn run_ferry(
     let options = CopyOptions {
         journal_keys,
         scan_count,
+        no_fence,
         ..CopyOptions::default()
     };
     let exit = job::start(

@@ -13,17 +13,19 @@ use std::path::PathBuf;
 use anyhow::{Context, Result, bail};
 
 use crate::clock::{now_ms, short_duration};
+use crate::copy::{CopySettings, KeyBatch};
 use crate::endpoint::{Endpoint, Role};
 use crate::exit::Exit;
 use crate::interrupt::Shutdown;
 use crate::journal::{CursorRecord, JobRecord, JobState, Journal};
+use crate::log;
 use crate::options::{CopyOptions, JournalKeys};
 use crate::outcome::Outcome;
-use crate::pipeline::{self, Reader, Stop, WriterSettings};
+use crate::pipeline::{self, Lister, PipelineSettings, Stop};
 use crate::progress::{Progress, ProgressMode};
 use crate::rate::RateLimiter;
-use crate::scan::{ReadBatch, ScanTask, scan_task};
-use crate::side::{STANDALONE_NODE, Side};
+use crate::scan::{Listed, ScanTask, scan_task};
+use crate::side::{NodeIdentity, STANDALONE_NODE, Side};
 
 /// Settings of this invocation (not stored in the journal).
 #[derive(Debug, Clone)]
@@ -47,15 +49,17 @@ pub fn start(
     launch: &Launch,
 ) -> Result<Exit> {
     Journal::precheck_new(&launch.journal)?;
-    let (mut source_side, target_side) =
+    let (mut source_side, mut target_side) =
         connect_sides(&source, &target, &options, &launch.shutdown)?;
     let cursors = plan_cursors(&mut source_side, &options)?;
+    let target_nodes = serde_json::to_string(&target_side.identity()?)?;
     warn_about_journal_size(&cursors, &options);
     let mut journal = Journal::create(&launch.journal)?;
     let job = JobRecord {
         source_tls_ca: source.tls_ca.clone(),
         target_tls_ca: target.tls_ca.clone(),
         source_nodes: cluster_nodes_json(&source_side)?,
+        target_nodes: Some(target_nodes),
         ..JobRecord::new(
             JobState::Running,
             &source.redacted(),
@@ -109,8 +113,12 @@ pub fn resume(
         return Ok(Exit::Success);
     }
     let (source, target) = job_endpoints(&journal, &job, source_override, target_override)?;
-    let (mut source_side, target_side) =
+    let (mut source_side, mut target_side) =
         connect_sides(&source, &target, &job.options, &launch.shutdown)?;
+    if let Some(change) = target_changed(&journal, &mut target_side)? {
+        log::warn(format!("{change}; so every key is copied again"));
+        journal.restart_all_cursors()?;
+    }
     revalidate_cursors(&mut journal, &mut source_side, &job.options)?;
     execute_scan(
         &mut journal,
@@ -133,8 +141,17 @@ pub fn retry(
     let mut journal = Journal::open_to_drive(&launch.journal)?;
     let job = journal.job()?.context("the journal holds no job")?;
     let (source, target) = job_endpoints(&journal, &job, source_override, target_override)?;
-    let (source_side, target_side) =
+    let (source_side, mut target_side) =
         connect_sides(&source, &target, &job.options, &launch.shutdown)?;
+    if let Some(change) = target_changed(&journal, &mut target_side)? {
+        journal.restart_all_cursors()?;
+        journal.set_job_state(JobState::Interrupted, Some(&change))?;
+        bail!(
+            "{change}, so keys the journal records as copied may be gone; the job is reopened: run `redis-ferry resume --journal {}` to copy every key again, then retry what still fails",
+            launch.journal_shown()
+        );
+    }
+    let settings = pipeline_settings(&job.options, &source_side);
     let counts = journal.counts()?;
     let total: u64 = counts
         .values()
@@ -142,21 +159,17 @@ pub fn retry(
         .sum();
     journal.begin_run("retry")?;
     let mut progress = Progress::new(launch.progress, Some(total), 0);
-    let reader = retry_reader(
+    let lister = retry_lister(
         launch.journal.clone(),
         outcomes.clone(),
-        source_side,
         job.options.clone(),
         launch.shutdown.clone(),
     );
-    let mut target_side = target_side;
     let stop = pipeline::run(
-        vec![reader],
-        &mut target_side,
-        WriterSettings {
-            existing: job.options.existing,
-            journal_keys: job.options.journal_keys,
-        },
+        vec![lister],
+        &source_side,
+        &target_side,
+        settings,
         &mut journal,
         &launch.shutdown,
         &mut progress,
@@ -352,15 +365,13 @@ fn execute_scan(
     let done_before: u64 = cursors.iter().map(|c| c.keys_scanned).sum();
     let mut progress = Progress::new(launch.progress, Some(total.max(done_before)), done_before);
     let limiter = RateLimiter::new(options.rate);
-    let settings = WriterSettings {
-        existing: options.existing,
-        journal_keys: options.journal_keys,
-    };
+    let settings = pipeline_settings(options, &source);
     let stop = loop {
-        let readers = scan_readers(journal, &source, options, &limiter, &launch.shutdown)?;
+        let listers = scan_listers(journal, &source, options, &limiter, &launch.shutdown)?;
         let stop = pipeline::run(
-            readers,
-            &mut target,
+            listers,
+            &source,
+            &target,
             settings,
             journal,
             &launch.shutdown,
@@ -368,6 +379,17 @@ fn execute_scan(
         );
         if !matches!(stop, Stop::Finished) {
             break stop;
+        }
+        match target_changed(journal, &mut target) {
+            Err(error) => break Stop::Failed(error),
+            Ok(Some(change)) => {
+                log::warn(format!("{change}; so every key is copied again"));
+                if let Err(error) = journal.restart_all_cursors() {
+                    break Stop::Failed(error);
+                }
+                continue;
+            }
+            Ok(None) => {}
         }
         match crate::coverage::reconcile(journal, &mut source, options) {
             Err(error) => break Stop::Failed(error),
@@ -384,15 +406,85 @@ fn execute_scan(
     finish(journal, stop, &progress, launch, Ending::Job)
 }
 
-/// One reader per source node, walking that node's unfinished databases in
+/// Whether the target's primaries are still the server processes the job
+/// recorded (by run_id). If not, the target restarted or failed over and
+/// may have lost keys the journal records as copied: the new identity is
+/// recorded and the change described.
+fn target_changed(journal: &Journal, target: &mut Side) -> Result<Option<String>> {
+    // A failover moves primaries; read where they are now.
+    let _ = target.refresh_topology();
+    let now = target.identity()?;
+    let now_text = serde_json::to_string(&now)?;
+    let recorded = journal.job()?.and_then(|job| job.target_nodes);
+    let Some(recorded) = recorded else {
+        // A journal from before identities were recorded: start now.
+        journal.set_target_nodes(&now_text)?;
+        return Ok(None);
+    };
+    let then: Vec<NodeIdentity> = serde_json::from_str(&recorded).unwrap_or_default();
+    let run_ids = |nodes: &[NodeIdentity]| {
+        let mut ids: Vec<String> = nodes.iter().map(|n| n.run_id.clone()).collect();
+        ids.sort();
+        ids
+    };
+    if run_ids(&then) == run_ids(&now) {
+        return Ok(None);
+    }
+    journal.set_target_nodes(&now_text)?;
+    let change = if target.is_cluster() {
+        "the target cluster's primaries changed since the job recorded them (a restart or a failover)".to_string()
+    } else {
+        format!(
+            "target {} restarted since the job recorded it (its run_id changed)",
+            target.endpoint.redacted()
+        )
+    };
+    Ok(Some(change))
+}
+
+/// How many copy workers a job runs: each keeps one batch in flight (its
+/// fence, read and write take three round trips), so several hide each
+/// other's round trips; a cluster source gets more, up to a point.
+fn worker_count(source: &Side) -> usize {
+    let primaries = source.topology().map_or(1, |t| t.primaries().len());
+    (4 * primaries).clamp(6, 24)
+}
+
+/// The copy stage's settings for a job.
+fn pipeline_settings(options: &CopyOptions, source: &Side) -> PipelineSettings {
+    PipelineSettings {
+        copy: CopySettings {
+            existing: options.existing,
+            ttl: options.ttl,
+            fence: !options.no_fence,
+            hold: fence_hold(),
+        },
+        journal_keys: options.journal_keys,
+        workers: worker_count(source),
+    }
+}
+
+/// How long a fenced round stays open after its read (see
+/// [`crate::copy::fence`]).
+fn fence_hold() -> std::time::Duration {
+    let ms = std::env::var("REDIS_FERRY_FENCE_HOLD_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(FENCE_HOLD_MS);
+    std::time::Duration::from_millis(ms)
+}
+
+const FENCE_HOLD_MS: u64 = 5;
+
+/// One lister per source node, walking that node's unfinished databases in
 /// order (so a node's batches are journaled in scan order).
-fn scan_readers(
+fn scan_listers(
     journal: &Journal,
     source: &Side,
     options: &CopyOptions,
     limiter: &RateLimiter,
     shutdown: &Shutdown,
-) -> Result<Vec<Reader>> {
+) -> Result<Vec<Lister>> {
     let mut by_node: BTreeMap<String, Vec<ScanTask>> = BTreeMap::new();
     for cursor in journal.cursors()?.into_iter().filter(|c| !c.done) {
         let address = scan_address(source, &cursor.node)?;
@@ -411,7 +503,7 @@ fn scan_readers(
     Ok(by_node
         .into_values()
         .map(|tasks| {
-            scan_reader(
+            scan_lister(
                 source.fork(),
                 tasks,
                 options.clone(),
@@ -433,14 +525,14 @@ fn scan_address(source: &Side, node: &str) -> Result<String> {
     Ok(crate::coverage::scan_address(source, primary))
 }
 
-fn scan_reader(
+fn scan_lister(
     mut source: Side,
     tasks: Vec<ScanTask>,
     options: CopyOptions,
     limiter: RateLimiter,
     shutdown: Shutdown,
-) -> Reader {
-    Box::new(move |emit: &mut dyn FnMut(ReadBatch) -> bool| {
+) -> Lister {
+    Box::new(move |emit: &mut dyn FnMut(Listed) -> bool| {
         for task in &tasks {
             let mut task = task.clone();
             if let Some(replica) = source.replica_address_for(&task.node) {
@@ -461,16 +553,15 @@ fn scan_reader(
     })
 }
 
-/// Pages through the journal's keys with the chosen outcomes and reads
-/// them from the source; `retry`'s reader.
-fn retry_reader(
+/// Pages through the journal's keys with the chosen outcomes, a batch per
+/// source database; `retry`'s lister.
+fn retry_lister(
     journal_path: PathBuf,
     outcomes: Vec<Outcome>,
-    mut source: Side,
     options: CopyOptions,
     shutdown: Shutdown,
-) -> Reader {
-    Box::new(move |emit: &mut dyn FnMut(ReadBatch) -> bool| {
+) -> Lister {
+    Box::new(move |emit: &mut dyn FnMut(Listed) -> bool| {
         let journal = Journal::open_to_read(&journal_path)?;
         let limiter = RateLimiter::new(options.rate);
         let page_size = options.scan_count.max(1) as usize;
@@ -488,21 +579,22 @@ fn retry_reader(
                 return Ok(true);
             };
             after = Some(last);
-            // A batch holds keys of one database.
             let mut by_db: BTreeMap<i64, Vec<Vec<u8>>> = BTreeMap::new();
             for (db, key) in page {
                 by_db.entry(db).or_default().push(key);
             }
             for (db, keys) in by_db {
                 limiter.acquire(keys.len());
-                let reads = crate::copy::read_keys(&mut source, db, keys, options.ttl)?;
-                let batch = ReadBatch {
-                    db,
-                    target_db: options.target_db(db),
+                let listed = Listed {
+                    batch: KeyBatch {
+                        db,
+                        target_db: options.target_db(db),
+                        keys,
+                        source_address: None,
+                    },
                     checkpoint: None,
-                    reads,
                 };
-                if !emit(batch) {
+                if !emit(listed) {
                     return Ok(false);
                 }
             }

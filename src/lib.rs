@@ -58,6 +58,7 @@ pub mod preflight;
 pub mod progress;
 pub mod rate;
 pub mod report;
+pub mod route;
 pub mod scan;
 pub mod server;
 pub mod side;

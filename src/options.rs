@@ -64,6 +64,10 @@ pub struct CopyOptions {
     pub source_replicas: bool,
     /// How long a lost connection may take to come back before the job stops.
     pub reconnect_timeout_secs: u64,
+    /// `--no-fence`: write without the fence against the application's own
+    /// writes (only when nobody writes during the copy).
+    #[serde(default)]
+    pub no_fence: bool,
 }
 
 impl Default for CopyOptions {
@@ -80,6 +84,7 @@ impl Default for CopyOptions {
             journal_keys: JournalKeys::All,
             source_replicas: false,
             reconnect_timeout_secs: 60,
+            no_fence: false,
         }
     }
 }

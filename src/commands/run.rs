@@ -79,6 +79,15 @@ pub struct RunArgs {
     /// Seconds a lost connection may take to come back before the job stops (resumable).
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     pub reconnect_timeout: u64,
+    /// Skip the fence that keeps the application's own writes from being overwritten.
+    ///
+    /// By default every batch is fenced (WATCH ... MULTI/EXEC), so the
+    /// application may keep writing to both servers (source first, then
+    /// target) while the copy runs. Only when nothing writes to the source
+    /// or the target until the job ends (a maintenance window) is the fence
+    /// safe to skip, for a little speed.
+    #[arg(long)]
+    pub no_fence: bool,
 }
 
 fn parse_db_map(text: &str) -> Result<(i64, i64), String> {
@@ -167,6 +176,7 @@ fn copy_options(args: &RunArgs, source: &Endpoint, target: &Endpoint) -> Result<
         journal_keys: args.journal_keys,
         source_replicas: args.source_replicas,
         reconnect_timeout_secs: args.reconnect_timeout,
+        no_fence: args.no_fence,
     };
     warn_about_merged_databases(&options);
     Ok(options)

@@ -23,8 +23,8 @@ use super::compare::{CompareSettings, DiffKind, Verdict, compare_keys};
 use super::reply::{Dbs, Sides, unreadable_text};
 use super::walk::{KeyFilter, Lister};
 use crate::connection::{classify, error_text};
-use crate::copy::{Step, route_rounds, step_for_error};
 use crate::interrupt::Shutdown;
+use crate::route::{Step, route_rounds, step_for_error};
 use crate::side::Side;
 
 /// How long to wait before comparing a differing key again.

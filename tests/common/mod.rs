@@ -10,9 +10,12 @@
 #![allow(dead_code)]
 
 pub mod data;
+pub mod dual_writer;
 pub mod server;
 
 pub use data::*;
+#[allow(unused_imports)]
+pub use dual_writer::*;
 pub use server::*;
 
 use std::path::{Path, PathBuf};
@@ -145,6 +148,35 @@ pub fn wait_for_restored(journal: &str, keys: u64) {
         &format!("{keys} keys restored in the journal"),
         Duration::from_secs(120),
         || {
+            if !Path::new(journal).exists() {
+                return false;
+            }
+            let output = ferry(&["status", "--journal", journal, "--json"]);
+            if output.status.code() != Some(0) {
+                return false;
+            }
+            let status: serde_json::Value =
+                serde_json::from_slice(&output.stdout).unwrap_or_default();
+            status["outcomes"]["restored"].as_u64().unwrap_or(0) >= keys
+        },
+    );
+}
+
+/// Like [`wait_for_restored`], for a job running in `child`: fails at
+/// once, with its output, if the child exits first.
+pub fn wait_for_restored_by(child: &mut Child, journal: &str, keys: u64) {
+    wait_until(
+        &format!("{keys} keys restored in the journal"),
+        Duration::from_secs(120),
+        || {
+            if let Ok(Some(status)) = child.try_wait() {
+                let mut stderr = String::new();
+                if let Some(mut pipe) = child.stderr.take() {
+                    use std::io::Read;
+                    let _ = pipe.read_to_string(&mut stderr);
+                }
+                panic!("redis-ferry exited ({status}) before {keys} keys were restored:\n{stderr}");
+            }
             if !Path::new(journal).exists() {
                 return false;
             }
