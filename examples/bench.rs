@@ -99,6 +99,8 @@ struct Row {
     peak_rss_mb: Option<f64>,
     cpu_total: f64,
     cpu_client: f64,
+    /// CPU seconds of the source and the target server (standalone only).
+    cpu_servers: Option<(f64, f64)>,
     note: String,
 }
 
@@ -140,6 +142,7 @@ fn main() -> Result<()> {
         let cpu_before = (
             process_cpu_seconds(std::process::id())?,
             servers_cpu(&source, &target)?,
+            process_cpu_seconds(source.pid())?,
         );
         let started = Instant::now();
         let (peak, note, child_cpu) = match contender.as_str() {
@@ -157,6 +160,7 @@ fn main() -> Result<()> {
         let seconds = started.elapsed().as_secs_f64();
         let client = process_cpu_seconds(std::process::id())? - cpu_before.0 + child_cpu;
         let servers = servers_cpu(&source, &target)? - cpu_before.1;
+        let source_cpu = process_cpu_seconds(source.pid())? - cpu_before.2;
         let copied: u64 = dbs
             .iter()
             .map(|db| dbsize(&target, *db))
@@ -172,6 +176,7 @@ fn main() -> Result<()> {
             peak_rss_mb: peak,
             cpu_total: client + servers,
             cpu_client: client,
+            cpu_servers: Some((source_cpu, servers - source_cpu)),
             note,
         });
     }
@@ -386,6 +391,7 @@ fn cluster_main(args: &Args) -> Result<()> {
             peak_rss_mb: peak,
             cpu_total: client + servers,
             cpu_client: client,
+            cpu_servers: None,
             note,
         });
     }
@@ -619,6 +625,15 @@ fn print_table(args: &Args, rows: &[Row]) {
             )
         } else {
             row.note.clone()
+        };
+        let note = match row.cpu_servers {
+            Some((source, target)) => format!(
+                "{note}{}server CPU s / M keys: source {:.1}, target {:.1}",
+                if note.is_empty() { "" } else { "; " },
+                per_million(source),
+                per_million(target)
+            ),
+            None => note,
         };
         println!(
             "| {} | {:.2} | {:.0} | {} | {} | {:.2} | {:.2} | {} |",

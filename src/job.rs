@@ -443,11 +443,30 @@ fn target_changed(journal: &Journal, target: &mut Side) -> Result<Option<String>
 }
 
 /// How many copy workers a job runs: each keeps one batch in flight (its
-/// fence, read and write take three round trips), so several hide each
-/// other's round trips; a cluster source gets more, up to a point.
+/// fence, read and write take three round trips and the hold), so many
+/// hide each other's waits; a large cluster source gets more.
 fn worker_count(source: &Side) -> usize {
     let primaries = source.topology().map_or(1, |t| t.primaries().len());
-    (4 * primaries).clamp(6, 24)
+    std::env::var("REDIS_FERRY_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or((4 * primaries).clamp(16, 48))
+}
+
+/// Keys per batch. A fenced batch is one transaction, and WATCH costs the
+/// server more per key the more keys one connection watches (Redis 7.0
+/// looks through the connection's watched keys on every WATCH: 1,000 keys
+/// cost 3.5 times the copy itself, 64 keys a seventh): so fenced batches are
+/// small and many.
+fn batch_keys(options: &CopyOptions) -> usize {
+    if options.no_fence {
+        options.scan_count as usize
+    } else {
+        std::env::var("REDIS_FERRY_BATCH_KEYS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(crate::copy::FENCED_BATCH_KEYS)
+    }
 }
 
 /// The copy stage's settings for a job.
@@ -457,24 +476,12 @@ fn pipeline_settings(options: &CopyOptions, source: &Side) -> PipelineSettings {
             existing: options.existing,
             ttl: options.ttl,
             fence: !options.no_fence,
-            hold: fence_hold(),
+            hold: std::time::Duration::from_millis(options.fence_hold_ms),
         },
         journal_keys: options.journal_keys,
         workers: worker_count(source),
     }
 }
-
-/// How long a fenced round stays open after its read (see
-/// [`crate::copy::fence`]).
-fn fence_hold() -> std::time::Duration {
-    let ms = std::env::var("REDIS_FERRY_FENCE_HOLD_MS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(FENCE_HOLD_MS);
-    std::time::Duration::from_millis(ms)
-}
-
-const FENCE_HOLD_MS: u64 = 5;
 
 /// One lister per source node, walking that node's unfinished databases in
 /// order (so a node's batches are journaled in scan order).
@@ -544,6 +551,7 @@ fn scan_lister(
                 &options,
                 &limiter,
                 &shutdown,
+                batch_keys(&options),
                 &mut *emit,
             )? {
                 return Ok(false);
@@ -564,7 +572,7 @@ fn retry_lister(
     Box::new(move |emit: &mut dyn FnMut(Listed) -> bool| {
         let journal = Journal::open_to_read(&journal_path)?;
         let limiter = RateLimiter::new(options.rate);
-        let page_size = options.scan_count.max(1) as usize;
+        let page_size = batch_keys(&options).min(options.scan_count.max(1) as usize);
         let mut after: Option<(i64, Vec<u8>)> = None;
         loop {
             if shutdown.requested() {

@@ -68,6 +68,17 @@ pub struct CopyOptions {
     /// writes (only when nobody writes during the copy).
     #[serde(default)]
     pub no_fence: bool,
+    /// How long a fenced batch stays open after its read, in milliseconds
+    /// (see `copy::fence`).
+    #[serde(default = "default_fence_hold_ms")]
+    pub fence_hold_ms: u64,
+}
+
+/// The default of `--fence-hold`.
+pub const DEFAULT_FENCE_HOLD_MS: u64 = 2;
+
+fn default_fence_hold_ms() -> u64 {
+    DEFAULT_FENCE_HOLD_MS
 }
 
 impl Default for CopyOptions {
@@ -85,6 +96,7 @@ impl Default for CopyOptions {
             source_replicas: false,
             reconnect_timeout_secs: 60,
             no_fence: false,
+            fence_hold_ms: DEFAULT_FENCE_HOLD_MS,
         }
     }
 }

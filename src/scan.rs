@@ -56,15 +56,17 @@ pub struct Listed {
     pub checkpoint: Option<Checkpoint>,
 }
 
-/// Scans `task` to the end (or until `stop`), handing each batch to `emit`.
-/// `emit` returns false when nobody wants more batches. Returns true when
-/// SCAN came back to cursor 0 (the whole database was walked).
+/// Scans `task` to the end (or until `stop`), handing batches of at most
+/// `batch_keys` keys to `emit`. `emit` returns false when nobody wants more
+/// batches. Returns true when SCAN came back to cursor 0 (the whole
+/// database was walked).
 pub fn scan_task(
     side: &mut Side,
     task: &ScanTask,
     options: &CopyOptions,
     limiter: &RateLimiter,
     stop: &Shutdown,
+    batch_keys: usize,
     mut emit: impl FnMut(Listed) -> bool,
 ) -> Result<bool> {
     let mut cursor = task.cursor;
@@ -85,25 +87,18 @@ pub fn scan_task(
         limiter.acquire(keys.len());
         let done = next == 0;
         if !keys.is_empty() || done || last_emit.elapsed() >= EMPTY_CHECKPOINT_INTERVAL {
-            let scanned = keys.len() as u64;
-            let listed = Listed {
-                batch: KeyBatch {
-                    db: task.db,
-                    target_db: task.target_db,
-                    keys,
-                    source_address: Some(task.address.clone()),
-                },
-                checkpoint: Some(Checkpoint {
-                    node: task.node.clone(),
-                    db: task.db,
-                    cursor: next,
-                    done,
-                    run_id: task.run_id.clone(),
-                    scanned,
-                }),
+            let checkpoint = Checkpoint {
+                node: task.node.clone(),
+                db: task.db,
+                cursor: next,
+                done,
+                run_id: task.run_id.clone(),
+                scanned: keys.len() as u64,
             };
-            if !emit(listed) {
-                return Ok(false);
+            for listed in split_page(task, keys, checkpoint, batch_keys) {
+                if !emit(listed) {
+                    return Ok(false);
+                }
             }
             last_emit = Instant::now();
         }
@@ -112,6 +107,37 @@ pub fn scan_task(
         }
         cursor = next;
     }
+}
+
+/// One SCAN page as batches of at most `batch_keys` keys. Only the last
+/// carries the cursor: the pipeline journals a stream's checkpoints in
+/// order, so the cursor moves past the page once all of it is journaled.
+fn split_page(
+    task: &ScanTask,
+    mut keys: Vec<Vec<u8>>,
+    checkpoint: Checkpoint,
+    batch_keys: usize,
+) -> Vec<Listed> {
+    let batch = |keys: Vec<Vec<u8>>| KeyBatch {
+        db: task.db,
+        target_db: task.target_db,
+        keys,
+        source_address: Some(task.address.clone()),
+    };
+    let mut parts = Vec::new();
+    while keys.len() > batch_keys.max(1) {
+        let rest = keys.split_off(batch_keys.max(1));
+        parts.push(Listed {
+            batch: batch(keys),
+            checkpoint: None,
+        });
+        keys = rest;
+    }
+    parts.push(Listed {
+        batch: batch(keys),
+        checkpoint: Some(checkpoint),
+    });
+    parts
 }
 
 pub fn scan_command(cursor: u64, options: &CopyOptions) -> redis::Cmd {
@@ -172,6 +198,34 @@ mod tests {
         let (keys, cursor) = parse_scan(reply).unwrap();
         assert_eq!(cursor, u64::MAX);
         assert_eq!(keys, vec![b"a\x00b".to_vec(), vec![]]);
+    }
+
+    #[test]
+    fn a_page_splits_into_batches_and_only_the_last_moves_the_cursor() {
+        let task = ScanTask {
+            node: "standalone".into(),
+            address: "127.0.0.1:1".into(),
+            db: 0,
+            target_db: 0,
+            cursor: 0,
+            run_id: "r".into(),
+        };
+        let keys: Vec<Vec<u8>> = (0..250u32).map(|i| i.to_be_bytes().to_vec()).collect();
+        let checkpoint = Checkpoint {
+            node: "standalone".into(),
+            db: 0,
+            cursor: 77,
+            done: false,
+            run_id: "r".into(),
+            scanned: 250,
+        };
+        let parts = split_page(&task, keys.clone(), checkpoint.clone(), 100);
+        let sizes: Vec<usize> = parts.iter().map(|p| p.batch.keys.len()).collect();
+        assert_eq!(sizes, vec![100, 100, 50]);
+        assert!(parts[..2].iter().all(|p| p.checkpoint.is_none()));
+        assert_eq!(parts[2].checkpoint.as_ref(), Some(&checkpoint));
+        let rejoined: Vec<Vec<u8>> = parts.into_iter().flat_map(|p| p.batch.keys).collect();
+        assert_eq!(rejoined, keys);
     }
 
     #[test]

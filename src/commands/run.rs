@@ -88,6 +88,17 @@ pub struct RunArgs {
     /// safe to skip, for a little speed.
     #[arg(long)]
     pub no_fence: bool,
+    /// Milliseconds a fenced batch stays open after its read (default 2).
+    ///
+    /// With dual writes, an application write to the target that arrives
+    /// later than this after its write to the source, and after
+    /// redis-ferry copied the key, is applied on top of the copy: harmless
+    /// for SET or HSET, counted twice for INCR or RPUSH. Raise it when the
+    /// application's second write can lag the first by more (a slow link
+    /// to the new server); a longer hold slows the copy down.
+    #[arg(long, value_name = "MS", default_value_t = crate::options::DEFAULT_FENCE_HOLD_MS,
+          value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub fence_hold: u64,
 }
 
 fn parse_db_map(text: &str) -> Result<(i64, i64), String> {
@@ -177,6 +188,7 @@ fn copy_options(args: &RunArgs, source: &Endpoint, target: &Endpoint) -> Result<
         source_replicas: args.source_replicas,
         reconnect_timeout_secs: args.reconnect_timeout,
         no_fence: args.no_fence,
+        fence_hold_ms: args.fence_hold,
     };
     warn_about_merged_databases(&options);
     Ok(options)

@@ -112,40 +112,35 @@ pub fn target_round(source: &mut Side, target: &mut Side, round: Round<'_>) -> R
     let mut result = RoundResult::default();
     let address = target.seed_address().to_string();
     let skip = round.existing == Existing::Skip;
-    // 1. WATCH each key (and, with skip, ask whether the target has it).
-    let mut pipe = CommandBuffer::new();
-    for &index in round.group {
-        pipe.cmd("WATCH").arg(&round.keys[index]);
-    }
-    if skip {
-        for &index in round.group {
-            pipe.cmd("EXISTS").arg(&round.keys[index]);
-        }
-        for &index in round.group {
-            if round.uncertain[index].is_some() {
-                pipe.cmd("DUMP").arg(&round.keys[index]);
-            }
-        }
-    }
-    let replies = single(target.run_pipelines(round.target_db, vec![(address.clone(), pipe)])?);
-    let generation = target.generation(&address)?;
+    // 1. WATCH the keys (and, with skip, ask whether the target has them).
+    // One WATCH for the whole group; if the target refuses it (an ACL that
+    // forbids some key), one per key, so only those keys fail.
     let n = round.group.len();
+    let mut replies = watch(target, &round, &address, skip, false)?;
+    let mut watches = 1;
+    if matches!(replies.first(), Some(Value::ServerError(_))) && n > 1 {
+        key_refusal(&replies[0])?;
+        replies = watch(target, &round, &address, skip, true)?;
+        watches = n;
+    }
+    let generation = target.generation(&address)?;
     let mut watched = Vec::with_capacity(n);
     let mut on_target = vec![false; n];
     let mut target_dump: Vec<Option<Vec<u8>>> = vec![None; n];
-    let mut dumps = replies.iter().skip(2 * n);
+    let mut dumps = replies.iter().skip(watches + n);
     for (position, &index) in round.group.iter().enumerate() {
         let dump = if skip && round.uncertain[index].is_some() {
             dumps.next()
         } else {
             None
         };
-        if let Some(error) = key_refusal(&replies[position])? {
+        let watch_reply = &replies[if watches == 1 { 0 } else { position }];
+        if let Some(error) = key_refusal(watch_reply)? {
             result.done.push((index, Written::failed(error)));
             continue;
         }
         if skip {
-            match &replies[n + position] {
+            match &replies[watches + position] {
                 Value::Int(present) => on_target[position] = *present > 0,
                 Value::ServerError(error) => {
                     result
@@ -299,6 +294,43 @@ pub fn target_round(source: &mut Side, target: &mut Side, round: Round<'_>) -> R
         other => bail!("EXEC returned {other:?}"),
     }
     Ok(result)
+}
+
+/// Sends the WATCH of a target round: one command for the group, or one
+/// per key; with `skip`, followed by an EXISTS per key and a DUMP per key a
+/// lost transaction may have written.
+fn watch(
+    target: &mut Side,
+    round: &Round<'_>,
+    address: &str,
+    skip: bool,
+    per_key: bool,
+) -> Result<Vec<Value>> {
+    let mut pipe = CommandBuffer::new();
+    if per_key {
+        for &index in round.group {
+            pipe.cmd("WATCH").arg(&round.keys[index]);
+        }
+    } else {
+        let mut command = pipe.cmd("WATCH");
+        for &index in round.group {
+            command.arg(&round.keys[index]);
+        }
+    }
+    if skip {
+        for &index in round.group {
+            pipe.cmd("EXISTS").arg(&round.keys[index]);
+        }
+        for &index in round.group {
+            if round.uncertain[index].is_some() {
+                pipe.cmd("DUMP").arg(&round.keys[index]);
+            }
+        }
+    }
+    Ok(single(target.run_pipelines(
+        round.target_db,
+        vec![(address.to_string(), pipe)],
+    )?))
 }
 
 /// Copies the round's keys under the source fence (or none, for `Off`).

@@ -30,6 +30,9 @@ use crate::side::Side;
 use fence::{FenceKind, Round, RoundResult, source_round, target_round};
 use write::Written;
 
+/// Keys per fenced batch (see `job::batch_keys`).
+pub const FENCED_BATCH_KEYS: usize = 64;
+
 /// A key alone in its round that changed this many times is `failed`.
 pub const MAX_ROUNDS_PER_KEY: u32 = 10;
 /// Rounds of one batch whose fence connection broke, before the batch
