@@ -240,7 +240,7 @@ pub fn stored_endpoint(
         }
         None => stored,
     };
-    Ok(endpoint.with_env_password())
+    Ok(endpoint.with_outside_password())
 }
 
 /// Connects to both sides and refuses what must not run.

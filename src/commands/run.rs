@@ -21,16 +21,21 @@ pub struct RunArgs {
     pub journal: JournalArg,
     /// The server to copy from: redis://[[user]:password@]host[:port][/db], rediss://..., unix:///path.
     ///
-    /// Any node of a cluster will do. A password in REDIS_FERRY_SOURCE_PASSWORD
-    /// wins over the URL's. A /db in the URL copies only that database.
+    /// Any node of a cluster will do; host:port alone means redis://host:port.
+    /// Give a password with --source-password-file or
+    /// REDIS_FERRY_SOURCE_PASSWORD rather than in the URL (`ps` shows it).
+    /// A /db in the URL copies only that database.
     #[arg(long, value_name = "URL")]
     pub source: String,
     /// The server to copy into (same forms as --source).
     ///
-    /// A password in REDIS_FERRY_TARGET_PASSWORD wins over the URL's. A /db in
-    /// the URL receives the one source database being copied.
+    /// Give a password with --target-password-file or
+    /// REDIS_FERRY_TARGET_PASSWORD. A /db in the URL receives the one source
+    /// database being copied.
     #[arg(long, value_name = "URL")]
     pub target: String,
+    #[command(flatten)]
+    pub password_files: super::PasswordFiles,
     /// A CA certificate (PEM) that signs the rediss:// source's certificate.
     #[arg(long, value_name = "FILE")]
     pub source_tls_ca: Option<PathBuf>,
@@ -96,12 +101,14 @@ fn parse_db_map(text: &str) -> Result<(i64, i64), String> {
 }
 
 pub fn run(args: RunArgs, shutdown: &Shutdown) -> Result<Exit> {
+    args.password_files.apply()?;
     let source = Endpoint::parse(Role::Source, &args.source)?
         .with_tls_ca(args.source_tls_ca.clone())
-        .with_env_password();
+        .with_outside_password();
     let target = Endpoint::parse(Role::Target, &args.target)?
         .with_tls_ca(args.target_tls_ca.clone())
-        .with_env_password();
+        .with_outside_password();
+    super::warn_about_url_passwords(&[Some(&source), Some(&target)]);
     let options = copy_options(&args, &source, &target)?;
     let launch = Launch {
         journal: args.journal.journal.clone(),
