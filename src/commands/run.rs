@@ -175,26 +175,7 @@ fn copy_options(args: &RunArgs, source: &Endpoint, target: &Endpoint) -> Result<
         source_replicas: args.source_replicas,
         reconnect_timeout_secs: args.reconnect_timeout,
     };
-    warn_about_merged_databases(&options);
     Ok(options)
-}
-
-/// Two source databases landing in one target database overwrite each
-/// other's keys of the same name; allowed (a move into a cluster needs it),
-/// but said out loud.
-fn warn_about_merged_databases(options: &CopyOptions) {
-    if options.dbs.is_empty() {
-        return;
-    }
-    let mut by_target: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
-    for &db in &options.dbs {
-        by_target.entry(options.target_db(db)).or_default().push(db);
-    }
-    for (target, sources) in by_target.iter().filter(|(_, s)| s.len() > 1) {
-        eprintln!(
-            "redis-ferry: warning: source databases {sources:?} all go to target db {target}; keys with the same name overwrite each other"
-        );
-    }
 }
 
 #[cfg(test)]
