@@ -1,6 +1,7 @@
 //! One file per subcommand: its flags (clap `Args`) and the function that
 //! turns them into plain settings and calls the library.
 
+pub mod journal_place;
 pub mod report;
 pub mod resume;
 pub mod retry;

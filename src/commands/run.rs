@@ -115,6 +115,9 @@ pub fn run(args: RunArgs, shutdown: &Shutdown) -> Result<Exit> {
         progress: args.progress,
         shutdown: shutdown.clone(),
     };
+    if !args.dry_run {
+        super::journal_place::check(&launch.journal, super::journal_place::JournalUse::Create)?;
+    }
     if args.dry_run {
         let (mut source_side, _target) = job::connect_sides(&source, &target, &options, shutdown)?;
         return crate::dry_run::run(&mut source_side, &options, shutdown);

@@ -101,6 +101,7 @@ pub fn run(args: VerifyArgs, shutdown: &Shutdown) -> Result<Exit> {
             "journal {DEFAULT_JOURNAL} does not exist: pass --journal PATH of a job, or both --source URL and --target URL to compare two servers without a journal"
         );
     }
+    super::journal_place::check(&journal, super::journal_place::JournalUse::Write)?;
     let source =
         super::optional_endpoint(Role::Source, args.source.as_deref(), args.source_tls_ca)?;
     let target =
