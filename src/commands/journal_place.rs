@@ -97,6 +97,8 @@ fn check_free_space(directory: &Path, journal: &Path, verb: &str) -> Result<()> 
     let Ok(stats) = nix::sys::statvfs::statvfs(directory) else {
         return Ok(());
     };
+    // The field types differ between platforms; on some they are u64 already.
+    #[allow(clippy::unnecessary_cast)]
     let free = (stats.blocks_available() as u64).saturating_mul(stats.fragment_size() as u64);
     if free < MIN_FREE_BYTES {
         bail!(
