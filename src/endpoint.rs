@@ -198,6 +198,8 @@ pub struct Endpoint {
     password: Option<String>,
     /// Where `password` came from.
     password_origin: Option<PasswordOrigin>,
+    /// The URL itself held a password (even if another source won).
+    url_had_password: bool,
     /// The URL this endpoint came from named a password (possibly as `***`),
     /// so connecting without one is a mistake worth explaining.
     password_expected: bool,
@@ -250,7 +252,7 @@ impl Endpoint {
     /// Whether the URL itself carried a password (it was on the command
     /// line, where `ps` shows it).
     pub fn url_had_password(&self) -> bool {
-        self.password.is_some() && self.password_origin == Some(PasswordOrigin::Url)
+        self.url_had_password
     }
 
     pub fn with_tls_ca(mut self, ca: Option<PathBuf>) -> Endpoint {
@@ -642,6 +644,7 @@ fn parse_url(role: Role, text: &str) -> std::result::Result<Endpoint, String> {
         username: None,
         password: None,
         password_origin: None,
+        url_had_password: false,
         password_expected: false,
         db: None,
         tls_ca: None,
@@ -698,6 +701,7 @@ fn set_password(endpoint: &mut Endpoint, password: String) {
     if password != REDACTED && !password.is_empty() {
         endpoint.password = Some(password);
         endpoint.password_origin = Some(PasswordOrigin::Url);
+        endpoint.url_had_password = true;
     } else if password.is_empty() {
         endpoint.password_expected = false;
     }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 
 use crate::cli::JournalArg;
@@ -154,13 +154,21 @@ fn copy_options(args: &RunArgs, source: &Endpoint, target: &Endpoint) -> Result<
         }
     }
     if let Some(target_db) = target.db {
+        if dbs.is_empty() {
+            // The contract: a source that holds only db 0 counts as one
+            // database, so `redis://new:6379/0` just works.
+            dbs = databases_holding_keys(source)?;
+            if dbs.is_empty() {
+                dbs = vec![0];
+            }
+        }
         match dbs.as_slice() {
             [only] => {
                 db_map.entry(*only).or_insert(target_db);
             }
             _ => {
                 return Err(usage_error(format!(
-                    "the --target URL names db {target_db}, which only works when one source database is copied (--db N); use --db-map SRC:DST instead"
+                    "the --target URL names db {target_db}, but the source has databases {dbs:?}; copy one of them (--db N) or say where each goes (--db-map SRC:DST, without a /db on the --target URL)"
                 )));
             }
         }
@@ -179,6 +187,19 @@ fn copy_options(args: &RunArgs, source: &Endpoint, target: &Endpoint) -> Result<
         reconnect_timeout_secs: args.reconnect_timeout,
     };
     Ok(options)
+}
+
+/// The databases INFO keyspace lists on the source now (a cluster: db 0).
+fn databases_holding_keys(source: &Endpoint) -> Result<Vec<i64>> {
+    let mut connection = source.connect(0)?;
+    let text: String = redis::cmd("INFO")
+        .arg("keyspace")
+        .query(&mut connection)
+        .with_context(|| format!("cannot read INFO keyspace of source {}", source.redacted()))?;
+    Ok(crate::server::ServerInfo::parse(&text)
+        .keyspace
+        .into_keys()
+        .collect())
 }
 
 #[cfg(test)]
