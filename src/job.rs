@@ -560,12 +560,22 @@ fn finish(
                     counts_text(&job_counts),
                     run_text(progress)
                 ),
-                Ending::Retry(outcomes) => format!(
-                    "retry of {outcomes} keys completed: {}, {}; the job now counts {}",
-                    counts_text(&progress.counts()),
-                    run_text(progress),
-                    counts_text(&job_counts)
-                ),
+                // A retry reads each chosen key once, so its own counts
+                // are keys too.
+                Ending::Retry(outcomes) => {
+                    let counts = progress.counts();
+                    format!(
+                        "retry of {outcomes} keys completed: {} in {} (restored {}, expired {}, skipped {}, failed {}), {:.0} keys/s; the job now counts {}",
+                        output::count(counts.total(), "key"),
+                        short_duration(progress.elapsed()),
+                        counts.restored,
+                        counts.expired,
+                        counts.skipped,
+                        counts.failed,
+                        progress.rate(),
+                        counts_text(&job_counts)
+                    )
+                }
             };
             say(&line);
             // A retry only touches keys already journaled: on a job whose

@@ -256,14 +256,15 @@ impl Report {
             Some(note) => {
                 let _ = writeln!(
                     out,
-                    "; recorded as outcome mismatch in journal {}: `{}` copies them again from the source{}, then verify again",
+                    "; recorded as outcome mismatch in journal {}: `{}` copies them again from the source{}, then verify again{}",
                     note.path,
                     hint::command("retry", Path::new(&note.path), "--outcome mismatch"),
                     if self.count(DiffKind::Extra) > 0 {
                         " (and deletes from the target the keys the source does not have)"
                     } else {
                         ""
-                    }
+                    },
+                    hint::passwords_again(&self.source, &self.target)
                 );
             }
             None => {
