@@ -235,9 +235,15 @@ impl Report {
             if let Some(note) = self.journal.as_ref().filter(|n| n.cleared > 0) {
                 let _ = writeln!(
                     out,
-                    "{} recorded as mismatch earlier now compare equal; journal {} records them restored",
+                    "{} recorded as mismatch earlier now {}; journal {} records {} restored",
                     count(note.cleared, "key"),
-                    note.path
+                    if note.cleared == 1 {
+                        "compares equal"
+                    } else {
+                        "compare equal"
+                    },
+                    note.path,
+                    if note.cleared == 1 { "it" } else { "them" }
                 );
             }
             return;
