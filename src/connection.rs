@@ -26,7 +26,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use redis::{ConnectionLike, ServerError, ServerErrorKind, Value};
 
-use crate::endpoint::{CONNECT_TIMEOUT, Endpoint, describe_connect_error};
+use crate::endpoint::{
+    CONNECT_TIMEOUT, Endpoint, describe_connect_error, describe_first_connect_error,
+};
 use crate::interrupt::Shutdown;
 use crate::log;
 use crate::wire::CommandBuffer;
@@ -69,7 +71,7 @@ impl NodeConnection {
         let client = endpoint.client(0)?;
         let connection = client
             .get_connection_with_timeout(CONNECT_TIMEOUT)
-            .map_err(|error| anyhow!(describe_connect_error(&error)))
+            .map_err(|error| anyhow!(describe_first_connect_error(&error, endpoint)))
             .with_context(|| {
                 format!(
                     "cannot connect to {} {}",

@@ -8,7 +8,7 @@
 //! into the job's state and the exit code.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
@@ -16,11 +16,13 @@ use crate::clock::{now_ms, short_duration};
 use crate::copy::{CopySettings, KeyBatch};
 use crate::endpoint::{Endpoint, Role};
 use crate::exit::Exit;
+use crate::hint;
 use crate::interrupt::Shutdown;
 use crate::journal::{CursorRecord, JobRecord, JobState, Journal};
 use crate::log;
 use crate::options::{CopyOptions, JournalKeys};
-use crate::outcome::Outcome;
+use crate::outcome::{Outcome, OutcomeCounts};
+use crate::output;
 use crate::pipeline::{self, Lister, PipelineSettings, Stop};
 use crate::progress::{Progress, ProgressMode};
 use crate::rate::RateLimiter;
@@ -103,13 +105,14 @@ pub fn resume(
     let mut journal = Journal::open_to_drive(&launch.journal)?;
     let job = journal.job()?.context("the journal holds no job")?;
     if job.state == JobState::Completed {
-        println!(
-            "redis-ferry: the job in {} already completed at {}; nothing to resume (`redis-ferry report` shows the result)",
+        say(&format!(
+            "the job in {} already completed at {}; nothing to resume (`{}` shows the result)",
             launch.journal_shown(),
             job.finished_at
                 .map(crate::clock::rfc3339)
-                .unwrap_or_default()
-        );
+                .unwrap_or_default(),
+            hint::command("report", &launch.journal, "")
+        ));
         return Ok(Exit::Success);
     }
     let (source, target) = job_endpoints(&journal, &job, source_override, target_override)?;
@@ -250,7 +253,7 @@ pub fn stored_endpoint(
         }
         None => stored,
     };
-    Ok(endpoint.with_env_password())
+    Ok(endpoint.with_outside_password())
 }
 
 /// Connects to both sides and refuses what must not run.
@@ -612,12 +615,13 @@ fn retry_lister(
 
 /// The command that continues a retry: the same outcomes again (only the
 /// keys not yet copied still have them).
-fn retry_command(journal_shown: &str, outcomes: &str) -> String {
-    if outcomes == "failed" {
-        format!("redis-ferry retry --journal {journal_shown}")
+fn retry_command(journal: &Path, outcomes: &str) -> String {
+    let extra = if outcomes == "failed" {
+        String::new()
     } else {
-        format!("redis-ferry retry --journal {journal_shown} --outcome {outcomes}")
-    }
+        format!("--outcome {outcomes}")
+    };
+    hint::command("retry", journal, &extra)
 }
 
 enum Ending {
@@ -625,7 +629,11 @@ enum Ending {
     Retry(String),
 }
 
-/// Records how the pipeline ended and picks the exit code.
+/// Records how the pipeline ended, says so, and picks the exit code.
+///
+/// Key counts come from the journal (distinct keys by latest outcome, as
+/// `status` shows them): a key copied twice in this run (a rescan) is one
+/// key. The rate is this run's own work.
 fn finish(
     journal: &mut Journal,
     stop: Stop,
@@ -633,63 +641,78 @@ fn finish(
     launch: &Launch,
     ending: Ending,
 ) -> Result<Exit> {
-    let journal_shown = launch.journal_shown();
-    let counts = progress.counts();
-    let done = format!(
-        "{} keys in {} (restored {}, expired {}, skipped {}, failed {}), {:.0} keys/s",
-        counts.total(),
-        short_duration(progress.elapsed()),
-        counts.restored,
-        counts.expired,
-        counts.skipped,
-        counts.failed,
-        progress.rate()
-    );
+    let job = journal.job()?.context("the journal holds no job")?;
+    let passwords = hint::passwords_again(&job.source_url, &job.target_url);
+    let path = launch.journal.as_path();
+    let continue_with = match &ending {
+        Ending::Job => hint::command("resume", path, ""),
+        Ending::Retry(outcomes) => retry_command(path, outcomes),
+    };
     let exit = match stop {
         Stop::Finished => {
             if matches!(ending, Ending::Job) {
                 journal.set_job_state(JobState::Completed, None)?;
             }
-            let failed_total: u64 = journal.counts()?.values().map(|c| c.failed).sum();
-            let what = match &ending {
-                Ending::Job => "job completed".to_string(),
-                Ending::Retry(outcomes) => format!("retry of {outcomes} keys completed"),
+            let job_counts = journal_totals(journal)?;
+            let line = match &ending {
+                Ending::Job => format!(
+                    "job completed: {}; this run {}",
+                    counts_text(&job_counts),
+                    run_text(progress)
+                ),
+                // A retry reads each chosen key once, so its own counts
+                // are keys too.
+                Ending::Retry(outcomes) => {
+                    let counts = progress.counts();
+                    format!(
+                        "retry of {outcomes} keys completed: {} in {} (restored {}, expired {}, skipped {}, failed {}), {:.0} keys/s; the job now counts {}",
+                        output::count(counts.total(), "key"),
+                        short_duration(progress.elapsed()),
+                        counts.restored,
+                        counts.expired,
+                        counts.skipped,
+                        counts.failed,
+                        progress.rate(),
+                        counts_text(&job_counts)
+                    )
+                }
             };
-            println!("redis-ferry: {what}: {done}");
+            say(&line);
             // A retry only touches keys already journaled: on a job whose
             // scan has not finished, the keys not scanned yet still wait.
             if let Ending::Retry(_) = ending
-                && let Some(job) = journal.job()?
                 && job.state != JobState::Completed
             {
-                println!(
-                    "redis-ferry: note: the job itself is {}, not finished; run `redis-ferry resume --journal {journal_shown}` to copy the keys not scanned yet",
-                    job.state.as_str()
-                );
+                say(&format!(
+                    "note: the job itself is {}, not finished; run `{}` to copy the keys not scanned yet{passwords}",
+                    job.state.as_str(),
+                    hint::command("resume", path, "")
+                ));
             }
-            if failed_total > 0 {
-                println!(
-                    "redis-ferry: {failed_total} keys failed; see `redis-ferry report --journal {journal_shown} --format csv`, fix the cause, then run `redis-ferry retry --journal {journal_shown}`"
-                );
+            if job_counts.failed > 0 {
+                say(&format!(
+                    "{} failed; see `{}`, fix the cause, then run `{}`{passwords}",
+                    output::count(job_counts.failed, "key"),
+                    hint::command("report", path, "--format csv"),
+                    hint::command("retry", path, "")
+                ));
                 Exit::KeysFailed
             } else {
-                println!(
-                    "redis-ferry: see `redis-ferry report --journal {journal_shown}` for the audit"
-                );
+                say(&format!(
+                    "see `{}` for the audit",
+                    hint::command("report", path, "")
+                ));
                 Exit::Success
             }
         }
         Stop::Interrupted => {
-            let again = match ending {
-                Ending::Job => {
-                    journal.set_job_state(JobState::Interrupted, None)?;
-                    format!("redis-ferry resume --journal {journal_shown}")
-                }
-                Ending::Retry(outcomes) => retry_command(&journal_shown, &outcomes),
-            };
-            eprintln!(
-                "redis-ferry: interrupted after {done}; everything done so far is in the journal; run `{again}` to continue"
-            );
+            if matches!(ending, Ending::Job) {
+                journal.set_job_state(JobState::Interrupted, None)?;
+            }
+            crate::log::info(format!(
+                "interrupted; this run {}; everything done so far is in the journal; run `{continue_with}` to continue{passwords}",
+                run_text(progress)
+            ));
             Exit::Interrupted
         }
         Stop::Failed(error) => {
@@ -698,15 +721,58 @@ fn finish(
                 journal.set_job_state(JobState::Failed, Some(&text))?;
             }
             journal.end_run(Exit::CouldNotRun.code())?;
-            let again = match &ending {
-                Ending::Job => format!("redis-ferry resume --journal {journal_shown}"),
-                Ending::Retry(outcomes) => retry_command(&journal_shown, outcomes),
-            };
             bail!(
-                "{text}; the job stopped after {done}; fix the cause, then run `{again}` to continue"
+                "{text}; the job stopped (this run {}); fix the cause, then run `{continue_with}` to continue{passwords}",
+                run_text(progress)
             );
         }
     };
     journal.end_run(exit.code())?;
     Ok(exit)
+}
+
+/// The journal's distinct keys per latest outcome, over every database.
+fn journal_totals(journal: &Journal) -> Result<OutcomeCounts> {
+    let mut totals = OutcomeCounts::default();
+    for counts in journal.counts()?.values() {
+        totals.merge(counts);
+    }
+    Ok(totals)
+}
+
+/// "300000 keys (restored 299990, expired 10, skipped 0, failed 0)".
+fn counts_text(counts: &OutcomeCounts) -> String {
+    let mismatch = if counts.mismatch > 0 {
+        format!(", mismatch {}", counts.mismatch)
+    } else {
+        String::new()
+    };
+    format!(
+        "{} (restored {}, expired {}, skipped {}, failed {}{mismatch})",
+        output::count(counts.total(), "key"),
+        counts.restored,
+        counts.expired,
+        counts.skipped,
+        counts.failed
+    )
+}
+
+/// "processed 600462 keys in 12s, 50038 keys/s": this process's own work
+/// (a key scanned twice is processed twice).
+fn run_text(progress: &Progress) -> String {
+    format!(
+        "processed {} in {}, {:.0} keys/s",
+        output::count(progress.counts().total(), "key"),
+        short_duration(progress.elapsed()),
+        progress.rate()
+    )
+}
+
+/// A line of the job's result on stdout. The job is over by now: a
+/// stdout that cannot be written (a closed pipe is not even that) must not
+/// turn a completed job into a failed one, so a failure is only a warning.
+fn say(line: &str) {
+    if let Err(error) = output::println(&format!("redis-ferry: {line}")) {
+        crate::log::warn(format!("{error:#}"));
+    }
 }

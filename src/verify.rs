@@ -124,7 +124,9 @@ pub fn with_journal(
     let exit = match result {
         Ok(mut report) => {
             report.journal = Some(note);
-            print!("{}", report.to_text());
+            // The runs table counts keys compared, not differences recorded.
+            journal.set_run_keys(report.checked + report.target_checked)?;
+            crate::output::print(&report.to_text())?;
             finish_message(&report);
             report.exit()
         }
@@ -146,7 +148,7 @@ pub fn without_journal(
     shutdown: &Shutdown,
 ) -> Result<Exit> {
     let report = compare_servers(source, target, settings, shutdown)?;
-    print!("{}", report.to_text());
+    crate::output::print(&report.to_text())?;
     finish_message(&report);
     Ok(report.exit())
 }

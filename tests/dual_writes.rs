@@ -109,7 +109,7 @@ fn dual_writes_during_a_resume_after_sigkill_end_identical() {
     let journal = journal_in(&dir);
     let writer = writer(&source, &target, hot);
     let mut child = spawn_ferry(&paced_run_args(&source.url(), &target.url(), &journal));
-    wait_for_restored_by(&mut child, &journal, 5_000);
+    wait_for_restored(&mut child, &journal, 5_000);
     child.kill().unwrap();
     child.wait().unwrap();
     let mut args = vec!["resume", "--journal", &journal, "--progress", "off"];

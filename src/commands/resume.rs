@@ -20,6 +20,10 @@ pub struct ResumeArgs {
 }
 
 pub fn run(args: ResumeArgs, shutdown: &Shutdown) -> anyhow::Result<Exit> {
+    super::journal_place::check(
+        &args.journal.journal,
+        super::journal_place::JournalUse::Write,
+    )?;
     let (source, target) = args.servers.endpoints()?;
     let launch = Launch {
         journal: args.journal.journal,

@@ -43,6 +43,10 @@ pub struct RetryArgs {
 }
 
 pub fn run(args: RetryArgs, shutdown: &Shutdown) -> anyhow::Result<Exit> {
+    super::journal_place::check(
+        &args.journal.journal,
+        super::journal_place::JournalUse::Write,
+    )?;
     let (source, target) = args.servers.endpoints()?;
     let mut outcomes: Vec<Outcome> = args.outcome.into_iter().map(Outcome::from).collect();
     outcomes.sort();

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 
 use crate::cli::JournalArg;
@@ -21,16 +21,21 @@ pub struct RunArgs {
     pub journal: JournalArg,
     /// The server to copy from: redis://[[user]:password@]host[:port][/db], rediss://..., unix:///path.
     ///
-    /// Any node of a cluster will do. A password in REDIS_FERRY_SOURCE_PASSWORD
-    /// wins over the URL's. A /db in the URL copies only that database.
+    /// Any node of a cluster will do; host:port alone means redis://host:port.
+    /// Give a password with --source-password-file or
+    /// REDIS_FERRY_SOURCE_PASSWORD rather than in the URL (`ps` shows it).
+    /// A /db in the URL copies only that database.
     #[arg(long, value_name = "URL")]
     pub source: String,
     /// The server to copy into (same forms as --source).
     ///
-    /// A password in REDIS_FERRY_TARGET_PASSWORD wins over the URL's. A /db in
-    /// the URL receives the one source database being copied.
+    /// Give a password with --target-password-file or
+    /// REDIS_FERRY_TARGET_PASSWORD. A /db in the URL receives the one source
+    /// database being copied.
     #[arg(long, value_name = "URL")]
     pub target: String,
+    #[command(flatten)]
+    pub password_files: super::PasswordFiles,
     /// A CA certificate (PEM) that signs the rediss:// source's certificate.
     #[arg(long, value_name = "FILE")]
     pub source_tls_ca: Option<PathBuf>,
@@ -116,18 +121,23 @@ fn parse_db_map(text: &str) -> Result<(i64, i64), String> {
 }
 
 pub fn run(args: RunArgs, shutdown: &Shutdown) -> Result<Exit> {
+    args.password_files.apply()?;
     let source = Endpoint::parse(Role::Source, &args.source)?
         .with_tls_ca(args.source_tls_ca.clone())
-        .with_env_password();
+        .with_outside_password();
     let target = Endpoint::parse(Role::Target, &args.target)?
         .with_tls_ca(args.target_tls_ca.clone())
-        .with_env_password();
+        .with_outside_password();
+    super::warn_about_url_passwords(&[Some(&source), Some(&target)]);
     let options = copy_options(&args, &source, &target)?;
     let launch = Launch {
         journal: args.journal.journal.clone(),
         progress: args.progress,
         shutdown: shutdown.clone(),
     };
+    if !args.dry_run {
+        super::journal_place::check(&launch.journal, super::journal_place::JournalUse::Create)?;
+    }
     if args.dry_run {
         let (mut source_side, _target) = job::connect_sides(&source, &target, &options, shutdown)?;
         return crate::dry_run::run(&mut source_side, &options, shutdown);
@@ -164,13 +174,21 @@ fn copy_options(args: &RunArgs, source: &Endpoint, target: &Endpoint) -> Result<
         }
     }
     if let Some(target_db) = target.db {
+        if dbs.is_empty() {
+            // The contract: a source that holds only db 0 counts as one
+            // database, so `redis://new:6379/0` just works.
+            dbs = databases_holding_keys(source)?;
+            if dbs.is_empty() {
+                dbs = vec![0];
+            }
+        }
         match dbs.as_slice() {
             [only] => {
                 db_map.entry(*only).or_insert(target_db);
             }
             _ => {
                 return Err(usage_error(format!(
-                    "the --target URL names db {target_db}, which only works when one source database is copied (--db N); use --db-map SRC:DST instead"
+                    "the --target URL names db {target_db}, but the source has databases {dbs:?}; copy one of them (--db N) or say where each goes (--db-map SRC:DST, without a /db on the --target URL)"
                 )));
             }
         }
@@ -190,26 +208,20 @@ fn copy_options(args: &RunArgs, source: &Endpoint, target: &Endpoint) -> Result<
         no_fence: args.no_fence,
         fence_hold_ms: args.fence_hold,
     };
-    warn_about_merged_databases(&options);
     Ok(options)
 }
 
-/// Two source databases landing in one target database overwrite each
-/// other's keys of the same name; allowed (a move into a cluster needs it),
-/// but said out loud.
-fn warn_about_merged_databases(options: &CopyOptions) {
-    if options.dbs.is_empty() {
-        return;
-    }
-    let mut by_target: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
-    for &db in &options.dbs {
-        by_target.entry(options.target_db(db)).or_default().push(db);
-    }
-    for (target, sources) in by_target.iter().filter(|(_, s)| s.len() > 1) {
-        eprintln!(
-            "redis-ferry: warning: source databases {sources:?} all go to target db {target}; keys with the same name overwrite each other"
-        );
-    }
+/// The databases INFO keyspace lists on the source now (a cluster: db 0).
+fn databases_holding_keys(source: &Endpoint) -> Result<Vec<i64>> {
+    let mut connection = source.connect(0)?;
+    let text: String = redis::cmd("INFO")
+        .arg("keyspace")
+        .query(&mut connection)
+        .with_context(|| format!("cannot read INFO keyspace of source {}", source.redacted()))?;
+    Ok(crate::server::ServerInfo::parse(&text)
+        .keyspace
+        .into_keys()
+        .collect())
 }
 
 #[cfg(test)]

@@ -33,6 +33,8 @@ pub struct VerifyArgs {
     /// The target: with --source and no --journal, the server to compare; with a journal, its password or new address.
     #[arg(long, value_name = "URL")]
     pub target: Option<String>,
+    #[command(flatten)]
+    pub password_files: super::PasswordFiles,
     /// A CA certificate (PEM) for a rediss:// source.
     #[arg(long, value_name = "FILE")]
     pub source_tls_ca: Option<PathBuf>,
@@ -70,6 +72,7 @@ pub struct VerifyArgs {
 }
 
 pub fn run(args: VerifyArgs, shutdown: &Shutdown) -> Result<Exit> {
+    args.password_files.apply()?;
     let settings = VerifySettings {
         sample: args.sample,
         ttl_tolerance_ms: args.ttl_tolerance,
@@ -82,10 +85,11 @@ pub fn run(args: VerifyArgs, shutdown: &Shutdown) -> Result<Exit> {
     if let (None, Some(source), Some(target)) = (&args.journal, &args.source, &args.target) {
         let source = Endpoint::parse(Role::Source, source)?
             .with_tls_ca(args.source_tls_ca.clone())
-            .with_env_password();
+            .with_outside_password();
         let target = Endpoint::parse(Role::Target, target)?
             .with_tls_ca(args.target_tls_ca.clone())
-            .with_env_password();
+            .with_outside_password();
+        super::warn_about_url_passwords(&[Some(&source), Some(&target)]);
         return verify::without_journal(&source, &target, &settings, shutdown);
     }
     let explicit = args.journal.is_some();
@@ -97,9 +101,11 @@ pub fn run(args: VerifyArgs, shutdown: &Shutdown) -> Result<Exit> {
             "journal {DEFAULT_JOURNAL} does not exist: pass --journal PATH of a job, or both --source URL and --target URL to compare two servers without a journal"
         );
     }
+    super::journal_place::check(&journal, super::journal_place::JournalUse::Write)?;
     let source =
         super::optional_endpoint(Role::Source, args.source.as_deref(), args.source_tls_ca)?;
     let target =
         super::optional_endpoint(Role::Target, args.target.as_deref(), args.target_tls_ca)?;
+    super::warn_about_url_passwords(&[source.as_ref(), target.as_ref()]);
     verify::with_journal(&journal, source, target, &settings, shutdown)
 }

@@ -458,6 +458,18 @@ impl Journal {
         Ok(())
     }
 
+    /// Sets this run's key count where it is not the rows it wrote
+    /// (`verify` records only differences, but compared every key).
+    pub fn set_run_keys(&self, keys: u64) -> Result<()> {
+        if let Some(id) = self.run {
+            self.connection.execute(
+                "UPDATE runs SET keys_processed = ?1, updated_at = ?2 WHERE id = ?3",
+                params![keys as i64, now_ms(), id],
+            )?;
+        }
+        Ok(())
+    }
+
     /// Records one batch; see [`Journal::commit_batches`].
     pub fn commit_batch(
         &mut self,

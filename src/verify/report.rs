@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::IsTerminal;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -12,6 +13,8 @@ use super::compare::{DiffKind, Verdict};
 use super::work::Checked;
 use crate::escape::escape_key;
 use crate::exit::Exit;
+use crate::hint;
+use crate::output::count;
 use crate::progress::ProgressMode;
 
 /// One differing key.
@@ -138,7 +141,7 @@ impl Report {
                 "a random sample of {} keys (asked for {size})",
                 self.checked
             ),
-            None => format!("{} keys", self.checked),
+            None => count(self.checked, "key"),
         };
         let _ = writeln!(
             out,
@@ -149,21 +152,26 @@ impl Report {
         if self.extra {
             let _ = writeln!(
                 out,
-                "looked for {} target keys on the source (--extra)",
-                self.target_checked
+                "looked for {} on the source (--extra)",
+                count(self.target_checked, "target key")
             );
         }
         if self.gone > 0 {
             let _ = writeln!(
                 out,
-                "{} keys were gone from the source by the time they were read (expired or deleted); not compared",
-                self.gone
+                "{} gone from the source by the time {} read (expired or deleted); not compared",
+                count(self.gone, "key"),
+                if self.gone == 1 {
+                    "it was"
+                } else {
+                    "they were"
+                }
             );
         }
     }
 
     fn write_counts(&self, out: &mut String) {
-        let _ = writeln!(out, "differences: {} keys", self.differing());
+        let _ = writeln!(out, "differences: {}", count(self.differing(), "key"));
         for kind in DiffKind::ALL {
             if kind == DiffKind::Extra && !self.extra {
                 let _ = writeln!(out, "  {:<20} not checked (--extra checks)", kind.label());
@@ -204,32 +212,65 @@ impl Report {
             let _ = writeln!(out, "result: interrupted; only the keys above were checked");
             return;
         }
+        // A sample only speaks for the keys it drew.
+        let within = match self.sample {
+            Some(_) => format!(" in a sample of {}", count(self.checked, "key")),
+            None => String::new(),
+        };
         if self.differing() == 0 {
-            let _ = writeln!(
-                out,
-                "result: no differences: the target holds what the source holds"
-            );
+            match self.sample {
+                Some(_) => {
+                    let _ = writeln!(
+                        out,
+                        "result: no differences{within}; only a verify without --sample proves the whole target"
+                    );
+                }
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "result: no differences: the target holds what the source holds"
+                    );
+                }
+            }
             if let Some(note) = self.journal.as_ref().filter(|n| n.cleared > 0) {
                 let _ = writeln!(
                     out,
-                    "{} keys recorded as mismatch earlier now compare equal; journal {} records them restored",
-                    note.cleared, note.path
+                    "{} recorded as mismatch earlier now {}; journal {} records {} restored",
+                    count(note.cleared, "key"),
+                    if note.cleared == 1 {
+                        "compares equal"
+                    } else {
+                        "compare equal"
+                    },
+                    note.path,
+                    if note.cleared == 1 { "it" } else { "them" }
                 );
             }
             return;
         }
-        let _ = write!(out, "result: {} keys differ", self.differing());
+        let verb = if self.differing() == 1 {
+            "differs"
+        } else {
+            "differ"
+        };
+        let _ = write!(
+            out,
+            "result: {} {verb}{within}",
+            count(self.differing(), "key")
+        );
         match &self.journal {
             Some(note) => {
                 let _ = writeln!(
                     out,
-                    "; recorded as outcome mismatch in journal {0}: `redis-ferry retry --journal {0} --outcome mismatch` copies them again from the source{1}, then verify again",
+                    "; recorded as outcome mismatch in journal {}: `{}` copies them again from the source{}, then verify again{}",
                     note.path,
+                    hint::command("retry", Path::new(&note.path), "--outcome mismatch"),
                     if self.count(DiffKind::Extra) > 0 {
                         " (and deletes from the target the keys the source does not have)"
                     } else {
                         ""
-                    }
+                    },
+                    hint::passwords_again(&self.source, &self.target)
                 );
             }
             None => {
@@ -377,5 +418,39 @@ mod tests {
         ]));
         assert_eq!(report.first.len(), 1);
         assert!(report.to_text().contains("first differing keys (of 2"));
+    }
+
+    #[test]
+    fn a_sample_with_no_difference_claims_only_the_sample() {
+        let mut report = Report {
+            sample: Some(3),
+            ..Report::default()
+        };
+        report.add(&checked(vec![
+            (b"a", Verdict::Equal),
+            (b"b", Verdict::Equal),
+            (b"c", Verdict::Equal),
+        ]));
+        let text = report.to_text();
+        assert!(
+            text.contains("result: no differences in a sample of 3 keys;"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("the target holds what the source holds"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn one_difference_is_singular() {
+        let mut report = Report::default();
+        report.add(&checked(vec![(
+            b"a",
+            Verdict::differs(DiffKind::Missing, "missing on target"),
+        )]));
+        let text = report.to_text();
+        assert!(text.contains("result: 1 key differs;"), "{text}");
+        assert!(text.contains("differences: 1 key\n"), "{text}");
     }
 }

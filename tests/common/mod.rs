@@ -143,9 +143,19 @@ pub fn spawn_paced_run(source: &str, target: &str, journal: &str, rate: u32) -> 
 
 /// Waits until the journal (read with `status --json`, as an operator
 /// would from a second terminal) records at least `keys` keys restored.
-pub fn wait_for_restored(journal: &str, keys: u64) {
-    wait_until(
-        &format!("{keys} keys restored in the journal"),
+/// Fails at once, with its output, when `child` (the run being watched)
+/// exits before that.
+#[track_caller]
+pub fn wait_for_restored(child: &mut Child, journal: &str, keys: u64) {
+    wait_for_outcome(child, journal, "restored", keys);
+}
+
+/// [`wait_for_restored`] for any outcome.
+#[track_caller]
+pub fn wait_for_outcome(child: &mut Child, journal: &str, outcome: &str, keys: u64) {
+    wait_while_running(
+        child,
+        &format!("{keys} keys {outcome} in the journal"),
         Duration::from_secs(120),
         || {
             if !Path::new(journal).exists() {
@@ -157,38 +167,54 @@ pub fn wait_for_restored(journal: &str, keys: u64) {
             }
             let status: serde_json::Value =
                 serde_json::from_slice(&output.stdout).unwrap_or_default();
-            status["outcomes"]["restored"].as_u64().unwrap_or(0) >= keys
+            status["outcomes"][outcome].as_u64().unwrap_or(0) >= keys
         },
     );
 }
 
-/// Like [`wait_for_restored`], for a job running in `child`: fails at
-/// once, with its output, if the child exits first.
-pub fn wait_for_restored_by(child: &mut Child, journal: &str, keys: u64) {
-    wait_until(
-        &format!("{keys} keys restored in the journal"),
-        Duration::from_secs(120),
-        || {
-            if let Ok(Some(status)) = child.try_wait() {
-                let mut stderr = String::new();
-                if let Some(mut pipe) = child.stderr.take() {
-                    use std::io::Read;
-                    let _ = pipe.read_to_string(&mut stderr);
-                }
-                panic!("redis-ferry exited ({status}) before {keys} keys were restored:\n{stderr}");
+/// Polls `condition` while `child` runs: fails with the child's output as
+/// soon as it exits without the condition holding, or after `timeout`.
+#[track_caller]
+pub fn wait_while_running(
+    child: &mut Child,
+    what: &str,
+    timeout: Duration,
+    mut condition: impl FnMut() -> bool,
+) {
+    let started = Instant::now();
+    loop {
+        if condition() {
+            return;
+        }
+        if let Some(status) = child.try_wait().expect("the child can be waited for") {
+            // It may have got there just before it exited.
+            if condition() {
+                return;
             }
-            if !Path::new(journal).exists() {
-                return false;
-            }
-            let output = ferry(&["status", "--journal", journal, "--json"]);
-            if output.status.code() != Some(0) {
-                return false;
-            }
-            let status: serde_json::Value =
-                serde_json::from_slice(&output.stdout).unwrap_or_default();
-            status["outcomes"]["restored"].as_u64().unwrap_or(0) >= keys
-        },
-    );
+            panic!(
+                "redis-ferry exited ({status}) before {what}\n{}",
+                drain_output(child)
+            );
+        }
+        if started.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What an exited child wrote to its piped stdout and stderr.
+fn drain_output(child: &mut Child) -> String {
+    use std::io::Read;
+    let mut out = String::new();
+    let mut err = String::new();
+    if let Some(mut pipe) = child.stdout.take() {
+        let _ = pipe.read_to_string(&mut out);
+    }
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = pipe.read_to_string(&mut err);
+    }
+    format!("--- stdout ---\n{out}\n--- stderr ---\n{err}")
 }
 
 /// `status --json` of a journal, parsed.
