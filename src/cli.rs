@@ -55,7 +55,7 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     let shutdown = Shutdown::new();
     if let Err(error) = install_handler(&shutdown) {
-        eprintln!("redis-ferry: {error:#}");
+        crate::log::error(format!("{error:#}"));
         return Exit::CouldNotRun.into();
     }
     quiet_panics();
@@ -63,7 +63,7 @@ pub fn main() -> ExitCode {
     match outcome {
         Ok(Ok(exit)) => exit.into(),
         Ok(Err(error)) => {
-            eprintln!("redis-ferry: {error:#}");
+            crate::log::error(format!("{error:#}"));
             Exit::for_error(&error).into()
         }
         // The panic hook already printed one line; the journal is
@@ -97,8 +97,8 @@ fn quiet_panics() {
             .location()
             .map(|l| format!(" at {}:{}", l.file(), l.line()))
             .unwrap_or_default();
-        eprintln!(
-            "redis-ferry: internal error: {message}{place}; the journal is consistent, `resume` continues; please report this"
-        );
+        crate::log::error(format!(
+            "internal error: {message}{place}; the journal is consistent, `resume` continues; please report this"
+        ));
     }));
 }

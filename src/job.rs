@@ -83,10 +83,10 @@ const LARGE_JOB_KEYS: u64 = 10_000_000;
 fn warn_about_journal_size(cursors: &[CursorRecord], options: &CopyOptions) {
     let expected: u64 = cursors.iter().filter_map(|c| c.keys_expected).sum();
     if options.journal_keys == JournalKeys::All && expected > LARGE_JOB_KEYS {
-        eprintln!(
-            "redis-ferry: note: about {expected} keys with a journal row each; the journal slows the copy down as it grows. \
+        crate::log::info(format!(
+            "note: about {expected} keys with a journal row each; the journal slows the copy down as it grows. \
              For a job this size, --journal-keys failures keeps rows for failed keys only and runs at the servers' speed (see the README, Performance)"
-        );
+        ));
     }
 }
 
@@ -227,11 +227,11 @@ pub fn stored_endpoint(
             endpoint.with_tls_ca(given.tls_ca)
         }
         Some(given) => {
-            eprintln!(
-                "redis-ferry: using {role} {} instead of {} recorded in the journal",
+            crate::log::info(format!(
+                "using {role} {} instead of {} recorded in the journal",
                 given.redacted(),
                 stored.redacted()
-            );
+            ));
             let ca = given.tls_ca.clone().or(stored.tls_ca);
             given.with_tls_ca(ca)
         }
@@ -260,8 +260,8 @@ pub fn connect_sides(
 /// `--source-replicas`: scan and read each primary's replica instead.
 fn use_source_replicas(source: &mut Side) -> Result<()> {
     let Some(topology) = source.topology().cloned() else {
-        eprintln!(
-            "redis-ferry: note: --source-replicas only applies to a cluster source; reading the server given"
+        crate::log::info(
+            "note: --source-replicas only applies to a cluster source; reading the server given",
         );
         return Ok(());
     };
@@ -329,7 +329,7 @@ fn revalidate_cursors(
     options: &CopyOptions,
 ) -> Result<()> {
     for reason in crate::coverage::reconcile(journal, source, options)? {
-        eprintln!("redis-ferry: scanning again: {reason}");
+        crate::log::info(format!("scanning again: {reason}"));
     }
     Ok(())
 }
@@ -375,7 +375,7 @@ fn execute_scan(
             Ok(reasons) if reasons.is_empty() => break Stop::Finished,
             Ok(reasons) => {
                 for reason in reasons {
-                    eprintln!("redis-ferry: scanning again: {reason}");
+                    crate::log::info(format!("scanning again: {reason}"));
                 }
             }
         }
@@ -587,9 +587,9 @@ fn finish(
                 }
                 Ending::Retry(outcomes) => retry_command(&journal_shown, &outcomes),
             };
-            eprintln!(
-                "redis-ferry: interrupted after {done}; everything done so far is in the journal; run `{again}` to continue"
-            );
+            crate::log::info(format!(
+                "interrupted after {done}; everything done so far is in the journal; run `{again}` to continue"
+            ));
             Exit::Interrupted
         }
         Stop::Failed(error) => {

@@ -78,11 +78,11 @@ fn check_versions(source: &Side, target: &Side, options: &CopyOptions) -> Result
     if (source.info.version.0, source.info.version.1)
         > (target.info.version.0, target.info.version.1)
     {
-        eprintln!(
-            "redis-ferry: warning: source runs Redis {} and target {}; RESTORE refuses payloads from a newer version, so keys may fail",
+        crate::log::warn(format!(
+            "source runs Redis {} and target {}; RESTORE refuses payloads from a newer version, so keys may fail",
             source.info.version_text(),
             target.info.version_text()
-        );
+        ));
     }
     Ok(())
 }

@@ -108,7 +108,7 @@ impl Progress {
             && last.elapsed() >= LOG_INTERVAL
         {
             *last = Instant::now();
-            eprintln!("redis-ferry: {}", self.summary_line());
+            crate::log::info(self.summary_line());
         }
     }
 

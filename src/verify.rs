@@ -108,11 +108,11 @@ pub fn with_journal(
     let mut journal = Journal::open_to_drive(path)?;
     let job = journal.job()?.context("the journal holds no job")?;
     if job.state != JobState::Completed {
-        eprintln!(
-            "redis-ferry: note: the job in {} is {}, not completed: keys it has not copied yet show as missing on the target",
+        crate::log::info(format!(
+            "note: the job in {} is {}, not completed: keys it has not copied yet show as missing on the target",
             path.display(),
             job.state.as_str()
-        );
+        ));
     }
     let (source, target) = crate::job::endpoints_of(&job, source_override, target_override)?;
     let mut sides = connect(&source, &target, job.options.reconnect_budget(), shutdown)?;
@@ -166,10 +166,10 @@ pub fn compare_servers(
 
 fn finish_message(report: &Report) {
     if report.interrupted {
-        eprintln!(
-            "redis-ferry: verify interrupted after {} keys; the summary covers only those",
+        crate::log::info(format!(
+            "verify interrupted after {} keys; the summary covers only those",
             report.checked
-        );
+        ));
     }
 }
 

@@ -184,9 +184,9 @@ fn warn_about_merged_databases(options: &CopyOptions) {
         by_target.entry(options.target_db(db)).or_default().push(db);
     }
     for (target, sources) in by_target.iter().filter(|(_, s)| s.len() > 1) {
-        eprintln!(
-            "redis-ferry: warning: source databases {sources:?} all go to target db {target}; keys with the same name overwrite each other"
-        );
+        crate::log::warn(format!(
+            "source databases {sources:?} all go to target db {target}; keys with the same name overwrite each other"
+        ));
     }
 }
 

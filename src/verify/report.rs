@@ -290,11 +290,11 @@ impl VerifyProgress {
                 .expected
                 .map(|e| format!(" of ~{e}"))
                 .unwrap_or_default();
-            eprintln!(
-                "redis-ferry: verify: {done}{of} keys checked, {} differ, {:.0} keys/s",
+            crate::log::info(format!(
+                "verify: {done}{of} keys checked, {} differ, {:.0} keys/s",
                 report.differing(),
                 done as f64 / report.elapsed.as_secs_f64().max(0.001)
-            );
+            ));
         }
     }
 
