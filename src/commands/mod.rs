@@ -1,6 +1,8 @@
 //! One file per subcommand: its flags (clap `Args`) and the function that
 //! turns them into plain settings and calls the library.
 
+pub mod completions;
+pub mod man;
 pub mod report;
 pub mod resume;
 pub mod retry;
