@@ -20,7 +20,7 @@ use crate::journal::{CursorRecord, JobRecord, JobState, Journal};
 use crate::options::{CopyOptions, JournalKeys};
 use crate::outcome::Outcome;
 use crate::pipeline::{self, Reader, Stop, WriterSettings};
-use crate::progress::{Progress, ProgressMode};
+use crate::progress::{Progress, ProgressSettings, StartLine};
 use crate::rate::RateLimiter;
 use crate::scan::{ReadBatch, ScanTask, scan_task};
 use crate::side::{STANDALONE_NODE, Side};
@@ -29,13 +29,51 @@ use crate::side::{STANDALONE_NODE, Side};
 #[derive(Debug, Clone)]
 pub struct Launch {
     pub journal: PathBuf,
-    pub progress: ProgressMode,
+    pub progress: ProgressSettings,
     pub shutdown: Shutdown,
+    /// `--rate` given to `resume` or `retry`: replaces the job's own rate
+    /// for this run only (`Some(None)`: no limit). Not stored, so a later
+    /// command without `--rate` runs at the job's own rate again.
+    pub rate: Option<Option<u64>>,
+    /// `run --existing` was given explicitly: a target that already holds
+    /// keys is accepted (see [`crate::preflight::check_target_holds_keys`]).
+    pub existing_explicit: bool,
 }
 
 impl Launch {
+    /// A launch with nothing shown and no overrides (library callers).
+    pub fn new(journal: PathBuf, shutdown: Shutdown) -> Launch {
+        Launch {
+            journal,
+            progress: ProgressSettings::off(),
+            shutdown,
+            rate: None,
+            existing_explicit: false,
+        }
+    }
+
     fn journal_shown(&self) -> String {
         self.journal.display().to_string()
+    }
+
+    /// The job's options with this run's `--rate`, said out loud.
+    fn options_for_this_run(&self, job_options: &CopyOptions) -> CopyOptions {
+        let Some(rate) = self.rate else {
+            return job_options.clone();
+        };
+        let shown = |rate: Option<u64>| match rate {
+            Some(rate) => format!("{rate} keys/s"),
+            None => "no limit".to_string(),
+        };
+        crate::log::info(format!(
+            "--rate: {} for this run (the job's own: {}); a later command without --rate uses the job's own again",
+            shown(rate),
+            shown(job_options.rate)
+        ));
+        CopyOptions {
+            rate,
+            ..job_options.clone()
+        }
     }
 }
 
@@ -47,8 +85,14 @@ pub fn start(
     launch: &Launch,
 ) -> Result<Exit> {
     Journal::precheck_new(&launch.journal)?;
-    let (mut source_side, target_side) =
+    let (mut source_side, mut target_side) =
         connect_sides(&source, &target, &options, &launch.shutdown)?;
+    let new_job = crate::preflight::NewJob {
+        existing_explicit: launch.existing_explicit,
+        dry_run: false,
+    };
+    let selection =
+        crate::preflight::before_new_job(&mut source_side, &mut target_side, &options, new_job)?;
     let cursors = plan_cursors(&mut source_side, &options)?;
     warn_about_journal_size(&cursors, &options);
     let mut journal = Journal::create(&launch.journal)?;
@@ -72,6 +116,7 @@ pub fn start(
         launch,
         "run",
     )
+    .inspect(|exit| selection.after_the_job(*exit, crate::metrics::keys_scanned()))
 }
 
 /// Above this many keys, a row per key makes the journal the bottleneck.
@@ -109,14 +154,15 @@ pub fn resume(
         return Ok(Exit::Success);
     }
     let (source, target) = job_endpoints(&journal, &job, source_override, target_override)?;
+    let options = launch.options_for_this_run(&job.options);
     let (mut source_side, target_side) =
-        connect_sides(&source, &target, &job.options, &launch.shutdown)?;
-    revalidate_cursors(&mut journal, &mut source_side, &job.options)?;
+        connect_sides(&source, &target, &options, &launch.shutdown)?;
+    revalidate_cursors(&mut journal, &mut source_side, &options)?;
     execute_scan(
         &mut journal,
         source_side,
         target_side,
-        &job.options,
+        &options,
         launch,
         "resume",
     )
@@ -133,20 +179,38 @@ pub fn retry(
     let mut journal = Journal::open_to_drive(&launch.journal)?;
     let job = journal.job()?.context("the journal holds no job")?;
     let (source, target) = job_endpoints(&journal, &job, source_override, target_override)?;
-    let (source_side, target_side) =
-        connect_sides(&source, &target, &job.options, &launch.shutdown)?;
+    let options = launch.options_for_this_run(&job.options);
+    let (source_side, target_side) = connect_sides(&source, &target, &options, &launch.shutdown)?;
     let counts = journal.counts()?;
     let total: u64 = counts
         .values()
         .map(|c| outcomes.iter().map(|o| c.get(*o)).sum::<u64>())
         .sum();
     journal.begin_run("retry")?;
+    let names: Vec<&str> = outcomes.iter().map(|o| o.as_str()).collect();
+    crate::progress::log_start(&StartLine {
+        command: "retry".into(),
+        source: source.redacted(),
+        target: target.redacted(),
+        dbs: counts
+            .iter()
+            .filter(|(_, c)| outcomes.iter().any(|o| c.get(*o) > 0))
+            .map(|(db, _)| (*db, options.target_db(*db)))
+            .collect(),
+        keys_expected: Some(total),
+        selection: Some(format!(
+            "keys whose latest outcome is {}",
+            names.join(" or ")
+        )),
+        journal: Some(launch.journal_shown()),
+        ..StartLine::default()
+    });
     let mut progress = Progress::new(launch.progress, Some(total), 0);
     let reader = retry_reader(
         launch.journal.clone(),
         outcomes.clone(),
         source_side,
-        job.options.clone(),
+        options.clone(),
         launch.shutdown.clone(),
     );
     let mut target_side = target_side;
@@ -162,7 +226,6 @@ pub fn retry(
         &mut progress,
     );
     progress.finish();
-    let names: Vec<&str> = outcomes.iter().map(|o| o.as_str()).collect();
     finish(
         &mut journal,
         stop,
@@ -350,6 +413,15 @@ fn execute_scan(
     let cursors = journal.cursors()?;
     let total: u64 = cursors.iter().filter_map(|c| c.keys_expected).sum();
     let done_before: u64 = cursors.iter().map(|c| c.keys_scanned).sum();
+    crate::progress::log_start(&scan_start_line(
+        command,
+        &source,
+        &target,
+        &cursors,
+        total.max(done_before),
+        done_before,
+        launch,
+    ));
     let mut progress = Progress::new(launch.progress, Some(total.max(done_before)), done_before);
     let limiter = RateLimiter::new(options.rate);
     let settings = WriterSettings {
@@ -382,6 +454,31 @@ fn execute_scan(
     };
     progress.finish();
     finish(journal, stop, &progress, launch, Ending::Job)
+}
+
+/// What a run or resume starts with: endpoints, databases, keys expected.
+fn scan_start_line(
+    command: &str,
+    source: &Side,
+    target: &Side,
+    cursors: &[CursorRecord],
+    keys_expected: u64,
+    keys_done_before: u64,
+    launch: &Launch,
+) -> StartLine {
+    let mut dbs: Vec<(i64, i64)> = cursors.iter().map(|c| (c.db, c.target_db)).collect();
+    dbs.sort_unstable();
+    dbs.dedup();
+    StartLine {
+        command: command.to_string(),
+        source: source.endpoint.redacted(),
+        target: target.endpoint.redacted(),
+        dbs,
+        keys_expected: Some(keys_expected),
+        keys_done_before,
+        selection: None,
+        journal: Some(launch.journal_shown()),
+    }
 }
 
 /// One reader per source node, walking that node's unfinished databases in

@@ -43,7 +43,8 @@ use crate::interrupt::Shutdown;
 use crate::journal::{JobState, Journal};
 use crate::options::{CopyOptions, JournalKeys};
 use crate::outcome::{KeyResult, Outcome};
-use crate::progress::ProgressMode;
+use crate::progress::{ProgressSettings, StartLine};
+use crate::rate::RateLimiter;
 use crate::side::Side;
 
 use compare::{CompareSettings, Verdict};
@@ -72,7 +73,9 @@ pub struct VerifySettings {
     pub show: usize,
     /// SCAN COUNT (default: the job's, or 1000).
     pub scan_count: Option<u32>,
-    pub progress: ProgressMode,
+    pub progress: ProgressSettings,
+    /// `--rate N`: at most N keys compared per second.
+    pub rate: Option<u64>,
 }
 
 impl Default for VerifySettings {
@@ -84,7 +87,8 @@ impl Default for VerifySettings {
             extra: false,
             show: 20,
             scan_count: None,
-            progress: ProgressMode::Off,
+            progress: ProgressSettings::off(),
+            rate: None,
         }
     }
 }
@@ -416,13 +420,30 @@ pub fn verify(
         extra: settings.extra,
         ..Report::default()
     };
+    crate::progress::log_start(&StartLine {
+        command: "verify".into(),
+        source: report.source.clone(),
+        target: report.target.clone(),
+        dbs: scope
+            .dbs
+            .iter()
+            .map(|dbs| (dbs.source, dbs.target))
+            .collect(),
+        keys_expected: plan.expected,
+        selection: settings
+            .sample
+            .map(|size| format!("a sample of about {size} keys")),
+        ..StartLine::default()
+    });
     let mut progress = VerifyProgress::new(settings.progress, plan.expected);
     // Workers stop on this flag: set on Ctrl-C and when the collector fails.
     let stop = Shutdown::new();
+    let limiter = RateLimiter::new(settings.rate);
     let context = WorkContext {
         filter: &scope.filter,
         compare: &compare,
         stop: &stop,
+        limiter: &limiter,
     };
     let (sender, receiver) = sync_channel::<Message>(4);
     let collected = std::thread::scope(|scope| {
