@@ -277,13 +277,16 @@ impl Meter {
 
 /// `Auto` and `Bar` become log lines when stderr is not a terminal:
 /// indicatif draws nothing there, and an unattended run must not go silent.
+/// With `--log-format json` every stderr line is an object, so no bar either.
 fn effective_mode(mode: ProgressMode) -> ProgressMode {
-    let terminal = std::io::stderr().is_terminal();
+    let terminal = std::io::stderr().is_terminal() && log::format() == crate::log::LogFormat::Text;
     match mode {
         ProgressMode::Auto | ProgressMode::Bar if terminal => ProgressMode::Bar,
         ProgressMode::Auto => ProgressMode::Log,
         ProgressMode::Bar => {
-            log::info("--progress bar: stderr is not a terminal, so progress comes as log lines");
+            log::info(
+                "--progress bar: stderr is not a terminal (or --log-format json), so progress comes as log lines",
+            );
             ProgressMode::Log
         }
         other => other,

@@ -426,7 +426,9 @@ fn an_unattended_run_logs_a_start_line_and_progress_with_timestamps_early() {
     }
     let text = stderr(&output);
     assert!(
-        text.contains("stderr is not a terminal, so progress comes as log lines"),
+        text.contains(
+            "stderr is not a terminal (or --log-format json), so progress comes as log lines"
+        ),
         "{text}"
     );
     assert!(

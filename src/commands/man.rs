@@ -149,7 +149,6 @@ fn extra_sections() -> Roff {
             "the target's password; wins over a password in the --target URL",
         ),
         ("REDIS_FERRY_LOG_FORMAT", "text or json, as --log-format"),
-        ("NO_COLOR", "no colour in the progress bar"),
     ] {
         roff.control("TP", [])
             .text([bold(name)])
