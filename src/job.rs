@@ -108,15 +108,17 @@ pub fn start(
         )
     };
     journal.insert_job(&job, &cursors)?;
-    execute_scan(
+    let exit = execute_scan(
         &mut journal,
         source_side,
         target_side,
         &options,
         launch,
         "run",
-    )
-    .inspect(|exit| selection.after_the_job(*exit, crate::metrics::keys_scanned()))
+    )?;
+    let keys_seen: u64 = journal.counts()?.values().map(|c| c.total()).sum();
+    selection.after_the_job(exit, keys_seen);
+    Ok(exit)
 }
 
 /// Above this many keys, a row per key makes the journal the bottleneck.

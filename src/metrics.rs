@@ -150,10 +150,6 @@ impl Registry {
         self.following.store(true, Ordering::Relaxed);
     }
 
-    pub fn keys_scanned(&self) -> u64 {
-        self.scanned.load(Ordering::Relaxed)
-    }
-
     fn mark_started(&self) {
         let now = SystemTime::now()
             .duration_since(UNIX_EPOCH)
@@ -330,11 +326,6 @@ pub fn set_state(state: State) {
 /// from `following`.
 pub fn set_follow(pending_keys: u64, lag: Duration) {
     REGISTRY.set_follow(pending_keys, lag);
-}
-
-/// Keys this process went through so far.
-pub fn keys_scanned() -> u64 {
-    REGISTRY.keys_scanned()
 }
 
 /// `--metrics-addr`: `HOST:PORT` (a name, an IPv4 address or `[IPv6]`).

@@ -403,9 +403,10 @@ fn probe_one(source: &mut Side, node: &str, db: i64, probe: &CopyOptions) -> Res
 }
 
 impl Selection {
-    /// After a job that completed: a filtered selection that copied no key
-    /// out of databases that hold keys matched nothing; say so, because
-    /// "0 keys" in a long summary line is easy to miss.
+    /// After a job that completed: a filtered selection that journaled no
+    /// key (`keys_seen`, any outcome) out of databases that hold keys
+    /// matched nothing; say so, because "0 keys" in a long summary line is
+    /// easy to miss.
     pub fn after_the_job(&self, exit: Exit, keys_seen: u64) {
         if exit != Exit::Success || keys_seen > 0 || self.keys_in_databases == 0 {
             return;
