@@ -44,7 +44,6 @@ use redis_ferry::exit::Exit;
 use redis_ferry::interrupt::Shutdown;
 use redis_ferry::job::{self, Launch};
 use redis_ferry::options::{CopyOptions, JournalKeys};
-use redis_ferry::progress::ProgressMode;
 use server::{RedisCluster, RedisServer};
 use std::collections::BTreeMap;
 
@@ -251,11 +250,7 @@ fn run_ferry(
     scan_count: u32,
 ) -> Result<(Option<f64>, u64)> {
     let dir = tempfile::tempdir_in(".")?;
-    let launch = Launch {
-        journal: dir.path().join("bench.db"),
-        progress: ProgressMode::Off,
-        shutdown: Shutdown::new(),
-    };
+    let launch = Launch::new(dir.path().join("bench.db"), Shutdown::new());
     let options = CopyOptions {
         journal_keys,
         scan_count,

@@ -34,7 +34,6 @@ use redis_ferry::exit::Exit;
 use redis_ferry::interrupt::Shutdown;
 use redis_ferry::job::{self, Launch};
 use redis_ferry::options::CopyOptions;
-use redis_ferry::progress::ProgressMode;
 use redis_ferry::verify::{self, VerifySettings};
 
 use dual_writer::{DualWriter, fill_hot_keys};
@@ -109,10 +108,11 @@ fn main() -> Result<()> {
 
     println!("step 2: redis-ferry run copies the source into the target meanwhile");
     let dir = tempfile::tempdir()?;
+    // The target already holds the application's new writes: say so, as
+    // `--existing replace` does on the command line.
     let launch = Launch {
-        journal: dir.path().join("redis-ferry.db"),
-        progress: ProgressMode::Off,
-        shutdown: Shutdown::new(),
+        existing_explicit: true,
+        ..Launch::new(dir.path().join("redis-ferry.db"), Shutdown::new())
     };
     let started = Instant::now();
     let exit = job::start(

@@ -24,7 +24,7 @@ use crate::options::{CopyOptions, JournalKeys};
 use crate::outcome::{Outcome, OutcomeCounts};
 use crate::output;
 use crate::pipeline::{self, Lister, PipelineSettings, Stop};
-use crate::progress::{Progress, ProgressMode};
+use crate::progress::{Progress, ProgressSettings, StartLine};
 use crate::rate::RateLimiter;
 use crate::scan::{Listed, ScanTask, scan_task};
 use crate::side::{NodeIdentity, STANDALONE_NODE, Side};
@@ -33,13 +33,51 @@ use crate::side::{NodeIdentity, STANDALONE_NODE, Side};
 #[derive(Debug, Clone)]
 pub struct Launch {
     pub journal: PathBuf,
-    pub progress: ProgressMode,
+    pub progress: ProgressSettings,
     pub shutdown: Shutdown,
+    /// `--rate` given to `resume` or `retry`: replaces the job's own rate
+    /// for this run only (`Some(None)`: no limit). Not stored, so a later
+    /// command without `--rate` runs at the job's own rate again.
+    pub rate: Option<Option<u64>>,
+    /// `run --existing` was given explicitly: a target that already holds
+    /// keys is accepted (see [`crate::preflight::check_target_holds_keys`]).
+    pub existing_explicit: bool,
 }
 
 impl Launch {
+    /// A launch with nothing shown and no overrides (library callers).
+    pub fn new(journal: PathBuf, shutdown: Shutdown) -> Launch {
+        Launch {
+            journal,
+            progress: ProgressSettings::off(),
+            shutdown,
+            rate: None,
+            existing_explicit: false,
+        }
+    }
+
     fn journal_shown(&self) -> String {
         self.journal.display().to_string()
+    }
+
+    /// The job's options with this run's `--rate`, said out loud.
+    fn options_for_this_run(&self, job_options: &CopyOptions) -> CopyOptions {
+        let Some(rate) = self.rate else {
+            return job_options.clone();
+        };
+        let shown = |rate: Option<u64>| match rate {
+            Some(rate) => format!("{rate} keys/s"),
+            None => "no limit".to_string(),
+        };
+        crate::log::info(format!(
+            "--rate: {} for this run (the job's own: {}); a later command without --rate uses the job's own again",
+            shown(rate),
+            shown(job_options.rate)
+        ));
+        CopyOptions {
+            rate,
+            ..job_options.clone()
+        }
     }
 }
 
@@ -53,6 +91,12 @@ pub fn start(
     Journal::precheck_new(&launch.journal)?;
     let (mut source_side, mut target_side) =
         connect_sides(&source, &target, &options, &launch.shutdown)?;
+    let new_job = crate::preflight::NewJob {
+        existing_explicit: launch.existing_explicit,
+        dry_run: false,
+    };
+    let selection =
+        crate::preflight::before_new_job(&mut source_side, &mut target_side, &options, new_job)?;
     let cursors = plan_cursors(&mut source_side, &options)?;
     let target_nodes = serde_json::to_string(&target_side.identity()?)?;
     warn_about_journal_size(&cursors, &options);
@@ -70,14 +114,17 @@ pub fn start(
         )
     };
     journal.insert_job(&job, &cursors)?;
-    execute_scan(
+    let exit = execute_scan(
         &mut journal,
         source_side,
         target_side,
         &options,
         launch,
         "run",
-    )
+    )?;
+    let keys_seen: u64 = journal.counts()?.values().map(|c| c.total()).sum();
+    selection.after_the_job(exit, keys_seen);
+    Ok(exit)
 }
 
 /// Above this many keys, a row per key makes the journal the bottleneck.
@@ -89,10 +136,10 @@ const LARGE_JOB_KEYS: u64 = 10_000_000;
 fn warn_about_journal_size(cursors: &[CursorRecord], options: &CopyOptions) {
     let expected: u64 = cursors.iter().filter_map(|c| c.keys_expected).sum();
     if options.journal_keys == JournalKeys::All && expected > LARGE_JOB_KEYS {
-        eprintln!(
-            "redis-ferry: note: about {expected} keys with a journal row each; the journal slows the copy down as it grows. \
+        crate::log::info(format!(
+            "note: about {expected} keys with a journal row each; the journal slows the copy down as it grows. \
              For a job this size, --journal-keys failures keeps rows for failed keys only and runs at the servers' speed (see the README, Performance)"
-        );
+        ));
     }
 }
 
@@ -116,18 +163,19 @@ pub fn resume(
         return Ok(Exit::Success);
     }
     let (source, target) = job_endpoints(&journal, &job, source_override, target_override)?;
+    let options = launch.options_for_this_run(&job.options);
     let (mut source_side, mut target_side) =
-        connect_sides(&source, &target, &job.options, &launch.shutdown)?;
+        connect_sides(&source, &target, &options, &launch.shutdown)?;
     if let Some(change) = target_changed(&journal, &mut target_side)? {
         log::warn(format!("{change}; so every key is copied again"));
         journal.restart_all_cursors()?;
     }
-    revalidate_cursors(&mut journal, &mut source_side, &job.options)?;
+    revalidate_cursors(&mut journal, &mut source_side, &options)?;
     execute_scan(
         &mut journal,
         source_side,
         target_side,
-        &job.options,
+        &options,
         launch,
         "resume",
     )
@@ -144,28 +192,47 @@ pub fn retry(
     let mut journal = Journal::open_to_drive(&launch.journal)?;
     let job = journal.job()?.context("the journal holds no job")?;
     let (source, target) = job_endpoints(&journal, &job, source_override, target_override)?;
+    let options = launch.options_for_this_run(&job.options);
     let (source_side, mut target_side) =
-        connect_sides(&source, &target, &job.options, &launch.shutdown)?;
+        connect_sides(&source, &target, &options, &launch.shutdown)?;
     if let Some(change) = target_changed(&journal, &mut target_side)? {
         journal.restart_all_cursors()?;
         journal.set_job_state(JobState::Interrupted, Some(&change))?;
         bail!(
-            "{change}, so keys the journal records as copied may be gone; the job is reopened: run `redis-ferry resume --journal {}` to copy every key again, then retry what still fails",
-            launch.journal_shown()
+            "{change}, so keys the journal records as copied may be gone; the job is reopened: run `{}` to copy every key again, then retry what still fails",
+            hint::command("resume", &launch.journal, "")
         );
     }
-    let settings = pipeline_settings(&job.options, &source_side);
+    let settings = pipeline_settings(&options, &source_side);
     let counts = journal.counts()?;
     let total: u64 = counts
         .values()
         .map(|c| outcomes.iter().map(|o| c.get(*o)).sum::<u64>())
         .sum();
     journal.begin_run("retry")?;
+    let names: Vec<&str> = outcomes.iter().map(|o| o.as_str()).collect();
+    crate::progress::log_start(&StartLine {
+        command: "retry".into(),
+        source: source.redacted(),
+        target: target.redacted(),
+        dbs: counts
+            .iter()
+            .filter(|(_, c)| outcomes.iter().any(|o| c.get(*o) > 0))
+            .map(|(db, _)| (*db, options.target_db(*db)))
+            .collect(),
+        keys_expected: Some(total),
+        selection: Some(format!(
+            "keys whose latest outcome is {}",
+            names.join(" or ")
+        )),
+        journal: Some(launch.journal_shown()),
+        ..StartLine::default()
+    });
     let mut progress = Progress::new(launch.progress, Some(total), 0);
     let lister = retry_lister(
         launch.journal.clone(),
         outcomes.clone(),
-        job.options.clone(),
+        options.clone(),
         launch.shutdown.clone(),
     );
     let stop = pipeline::run(
@@ -178,7 +245,6 @@ pub fn retry(
         &mut progress,
     );
     progress.finish();
-    let names: Vec<&str> = outcomes.iter().map(|o| o.as_str()).collect();
     finish(
         &mut journal,
         stop,
@@ -243,11 +309,11 @@ pub fn stored_endpoint(
             endpoint.with_tls_ca(given.tls_ca)
         }
         Some(given) => {
-            eprintln!(
-                "redis-ferry: using {role} {} instead of {} recorded in the journal",
+            crate::log::info(format!(
+                "using {role} {} instead of {} recorded in the journal",
                 given.redacted(),
                 stored.redacted()
-            );
+            ));
             let ca = given.tls_ca.clone().or(stored.tls_ca);
             given.with_tls_ca(ca)
         }
@@ -276,8 +342,8 @@ pub fn connect_sides(
 /// `--source-replicas`: scan and read each primary's replica instead.
 fn use_source_replicas(source: &mut Side) -> Result<()> {
     let Some(topology) = source.topology().cloned() else {
-        eprintln!(
-            "redis-ferry: note: --source-replicas only applies to a cluster source; reading the server given"
+        crate::log::info(
+            "note: --source-replicas only applies to a cluster source; reading the server given",
         );
         return Ok(());
     };
@@ -345,7 +411,7 @@ fn revalidate_cursors(
     options: &CopyOptions,
 ) -> Result<()> {
     for reason in crate::coverage::reconcile(journal, source, options)? {
-        eprintln!("redis-ferry: scanning again: {reason}");
+        crate::log::info(format!("scanning again: {reason}"));
     }
     Ok(())
 }
@@ -366,6 +432,15 @@ fn execute_scan(
     let cursors = journal.cursors()?;
     let total: u64 = cursors.iter().filter_map(|c| c.keys_expected).sum();
     let done_before: u64 = cursors.iter().map(|c| c.keys_scanned).sum();
+    crate::progress::log_start(&scan_start_line(
+        command,
+        &source,
+        &target,
+        &cursors,
+        total.max(done_before),
+        done_before,
+        launch,
+    ));
     let mut progress = Progress::new(launch.progress, Some(total.max(done_before)), done_before);
     let limiter = RateLimiter::new(options.rate);
     let settings = pipeline_settings(options, &source);
@@ -400,7 +475,7 @@ fn execute_scan(
             Ok(reasons) if reasons.is_empty() => break Stop::Finished,
             Ok(reasons) => {
                 for reason in reasons {
-                    eprintln!("redis-ferry: scanning again: {reason}");
+                    crate::log::info(format!("scanning again: {reason}"));
                 }
             }
         }
@@ -483,6 +558,31 @@ fn pipeline_settings(options: &CopyOptions, source: &Side) -> PipelineSettings {
         },
         journal_keys: options.journal_keys,
         workers: worker_count(source),
+    }
+}
+
+/// What a run or resume starts with: endpoints, databases, keys expected.
+fn scan_start_line(
+    command: &str,
+    source: &Side,
+    target: &Side,
+    cursors: &[CursorRecord],
+    keys_expected: u64,
+    keys_done_before: u64,
+    launch: &Launch,
+) -> StartLine {
+    let mut dbs: Vec<(i64, i64)> = cursors.iter().map(|c| (c.db, c.target_db)).collect();
+    dbs.sort_unstable();
+    dbs.dedup();
+    StartLine {
+        command: command.to_string(),
+        source: source.endpoint.redacted(),
+        target: target.endpoint.redacted(),
+        dbs,
+        keys_expected: Some(keys_expected),
+        keys_done_before,
+        selection: None,
+        journal: Some(launch.journal_shown()),
     }
 }
 

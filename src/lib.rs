@@ -35,7 +35,8 @@
 //!   source was covered while its slots move. [`server`]: INFO facts.
 //!
 //! Small pieces: [`options`], [`outcome`], [`escape`] (binary keys as
-//! text), [`progress`], [`log`] (every line on stderr), [`rate`],
+//! text), [`progress`], [`log`] (every line on stderr), [`metrics`]
+//! (Prometheus, `--metrics-addr`), [`rate`],
 //! [`interrupt`] (Ctrl-C), [`clock`].
 
 pub mod cli;
@@ -54,6 +55,7 @@ pub mod interrupt;
 pub mod job;
 pub mod journal;
 pub mod log;
+pub mod metrics;
 pub mod options;
 pub mod outcome;
 pub mod output;

@@ -71,6 +71,9 @@ fn paced_run_args<'a>(source: &'a str, target: &'a str, journal: &'a str) -> Vec
         "8000",
         "--scan-count",
         "200",
+        // The target holds the application's writes already.
+        "--existing",
+        "replace",
     ];
     args.extend(fence_flags());
     args

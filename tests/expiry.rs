@@ -111,7 +111,14 @@ fn a_key_gone_when_read_is_deleted_on_the_target_too() {
         &source.url(),
         &target.url(),
         &journal,
-        &["--rate", "2500", "--scan-count", "50"],
+        &[
+            "--rate",
+            "2500",
+            "--scan-count",
+            "50",
+            "--existing",
+            "replace",
+        ],
     );
     assert_exit(&output, 0);
     let status = status_json(&journal);

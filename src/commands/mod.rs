@@ -1,7 +1,11 @@
 //! One file per subcommand: its flags (clap `Args`) and the function that
-//! turns them into plain settings and calls the library.
+//! turns them into plain settings and calls the library. The flags several
+//! subcommands share are defined here once: servers given again, progress,
+//! metrics, `--rate` for a later run.
 
+pub mod completions;
 pub mod journal_place;
+pub mod man;
 pub mod report;
 pub mod resume;
 pub mod retry;
@@ -10,12 +14,16 @@ pub mod status;
 pub mod verify;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Result;
 use clap::Args;
 
 use crate::endpoint::{self, Endpoint, Role};
+use crate::exit::Exit;
 use crate::log;
+use crate::metrics::{self, MetricsServer, State};
+use crate::progress::{ProgressMode, ProgressSettings};
 
 /// `--source-password-file` / `--target-password-file`, taken wherever a
 /// password can be given.
@@ -129,4 +137,87 @@ fn warn_about_url_passwords(endpoints: &[Option<&Endpoint>]) {
         flags.join(" and "),
         safer.join(", and ")
     ));
+}
+
+/// `--progress` and `--log-interval`, for the commands that work for a while.
+#[derive(Debug, Clone, Args)]
+pub struct ProgressArgs {
+    /// Progress on stderr: a bar on a terminal, log lines otherwise.
+    ///
+    /// `bar` falls back to log lines when stderr is not a terminal (a bar
+    /// would show nothing there); `off` shows only warnings and the end.
+    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
+    /// Seconds between progress log lines (the first comes after a second).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    pub log_interval: u64,
+}
+
+impl ProgressArgs {
+    pub fn settings(&self) -> ProgressSettings {
+        ProgressSettings::new(self.progress, Duration::from_secs(self.log_interval))
+    }
+}
+
+/// `--metrics-addr HOST:PORT`.
+#[derive(Debug, Clone, Args)]
+pub struct MetricsArg {
+    /// Serve Prometheus metrics at http://HOST:PORT/metrics while this runs.
+    ///
+    /// For example 127.0.0.1:9187 (this host only) or 0.0.0.0:9187 (any
+    /// host may scrape). Port 0 picks a free port; the address is logged.
+    #[arg(long, value_name = "HOST:PORT", value_parser = metrics::parse_addr)]
+    pub metrics_addr: Option<String>,
+}
+
+impl MetricsArg {
+    /// Runs `work` with the metrics endpoint up (when asked for). The
+    /// address is bound first, so one in use stops the command before any
+    /// work; the job's state as it ended is recorded last.
+    pub fn around(&self, work: impl FnOnce() -> Result<Exit>) -> Result<Exit> {
+        let _server: Option<MetricsServer> = self
+            .metrics_addr
+            .as_deref()
+            .map(metrics::serve)
+            .transpose()?;
+        let result = work();
+        metrics::set_state(match &result {
+            Ok(Exit::Success | Exit::KeysFailed) => State::Completed,
+            Ok(Exit::Interrupted) => State::Interrupted,
+            Ok(Exit::CouldNotRun | Exit::Usage) | Err(_) => State::Failed,
+        });
+        result
+    }
+}
+
+/// `--rate` given to a command that continues a job: `N` keys per second, or
+/// `unlimited`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RateArg(pub Option<u64>);
+
+/// `500` → at most 500 keys/s; `unlimited` → no limit.
+pub fn parse_rate(text: &str) -> Result<RateArg, String> {
+    if text.eq_ignore_ascii_case("unlimited") {
+        return Ok(RateArg(None));
+    }
+    match text.parse::<u64>() {
+        Ok(rate) if rate > 0 => Ok(RateArg(Some(rate))),
+        _ => Err(format!(
+            "{text:?} is not a rate: give keys per second (a whole number above 0), or `unlimited`"
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rates_are_a_number_or_unlimited() {
+        assert_eq!(parse_rate("500"), Ok(RateArg(Some(500))));
+        assert_eq!(parse_rate("unlimited"), Ok(RateArg(None)));
+        assert!(parse_rate("0").is_err());
+        assert!(parse_rate("fast").is_err());
+    }
 }

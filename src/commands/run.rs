@@ -13,7 +13,7 @@ use crate::exit::{Exit, usage_error};
 use crate::interrupt::Shutdown;
 use crate::job::{self, Launch};
 use crate::options::{CopyOptions, Existing, JournalKeys, TtlMode};
-use crate::progress::ProgressMode;
+use crate::preflight::NewJob;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -57,9 +57,12 @@ pub struct RunArgs {
     /// SCAN COUNT hint: keys asked for per SCAN, and so per batch.
     #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub scan_count: u32,
-    /// A key that already exists on the target: replace it atomically, or skip it.
-    #[arg(long, value_enum, default_value_t = Existing::Replace)]
-    pub existing: Existing,
+    /// A key that already exists on the target: replace it atomically (default), or skip it.
+    ///
+    /// A target that already holds keys where the job writes is refused
+    /// unless this is given explicitly (dual writes, a second attempt).
+    #[arg(long, value_enum, value_name = "replace|skip")]
+    pub existing: Option<Existing>,
     /// relative: remaining PTTL in ms to RESTORE; absolute: PEXPIRETIME with ABSTTL (Redis 7 both sides).
     #[arg(long, value_enum, default_value_t = TtlMode::Relative)]
     pub ttl: TtlMode,
@@ -69,9 +72,10 @@ pub struct RunArgs {
     /// Scan and read the source, count what would be copied; write nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Progress display on stderr.
-    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
-    pub progress: ProgressMode,
+    #[command(flatten)]
+    pub progress: super::ProgressArgs,
+    #[command(flatten)]
+    pub metrics: super::MetricsArg,
     /// Which keys get a journal row: all (the full audit log) or failures only.
     ///
     /// `failures` keeps the journal small for jobs of hundreds of millions of
@@ -131,18 +135,31 @@ pub fn run(args: RunArgs, shutdown: &Shutdown) -> Result<Exit> {
     super::warn_about_url_passwords(&[Some(&source), Some(&target)]);
     let options = copy_options(&args, &source, &target)?;
     let launch = Launch {
-        journal: args.journal.journal.clone(),
-        progress: args.progress,
-        shutdown: shutdown.clone(),
+        progress: args.progress.settings(),
+        existing_explicit: args.existing.is_some(),
+        ..Launch::new(args.journal.journal.clone(), shutdown.clone())
     };
     if !args.dry_run {
         super::journal_place::check(&launch.journal, super::journal_place::JournalUse::Create)?;
     }
-    if args.dry_run {
-        let (mut source_side, _target) = job::connect_sides(&source, &target, &options, shutdown)?;
-        return crate::dry_run::run(&mut source_side, &options, shutdown);
-    }
-    job::start(source, target, options, &launch)
+    args.metrics.around(|| {
+        if args.dry_run {
+            let new_job = NewJob {
+                existing_explicit: launch.existing_explicit,
+                dry_run: true,
+            };
+            let (mut source_side, mut target_side) =
+                job::connect_sides(&source, &target, &options, shutdown)?;
+            crate::preflight::before_new_job(
+                &mut source_side,
+                &mut target_side,
+                &options,
+                new_job,
+            )?;
+            return crate::dry_run::run(&mut source_side, &options, shutdown);
+        }
+        job::start(source, target, options, &launch)
+    })
 }
 
 /// Checks the flags against each other and builds the job's options.
@@ -199,7 +216,7 @@ fn copy_options(args: &RunArgs, source: &Endpoint, target: &Endpoint) -> Result<
         dbs,
         db_map,
         scan_count: args.scan_count,
-        existing: args.existing,
+        existing: args.existing.unwrap_or_default(),
         ttl: args.ttl,
         rate: args.rate,
         journal_keys: args.journal_keys,

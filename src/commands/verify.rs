@@ -14,7 +14,6 @@ use clap::Args;
 use crate::endpoint::{Endpoint, Role};
 use crate::exit::Exit;
 use crate::interrupt::Shutdown;
-use crate::progress::ProgressMode;
 use crate::verify::{self, VerifySettings};
 
 const DEFAULT_JOURNAL: &str = "./redis-ferry.db";
@@ -66,12 +65,21 @@ pub struct VerifyArgs {
     /// SCAN COUNT hint (default: the job's, or 1000).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub scan_count: Option<u32>,
-    /// Progress display on stderr.
-    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
-    pub progress: ProgressMode,
+    /// At most N keys compared per second (default: unlimited), to spare servers in production.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub rate: Option<u64>,
+    #[command(flatten)]
+    pub progress: super::ProgressArgs,
+    #[command(flatten)]
+    pub metrics: super::MetricsArg,
 }
 
 pub fn run(args: VerifyArgs, shutdown: &Shutdown) -> Result<Exit> {
+    let metrics = args.metrics.clone();
+    metrics.around(|| verify(args, shutdown))
+}
+
+fn verify(args: VerifyArgs, shutdown: &Shutdown) -> Result<Exit> {
     args.password_files.apply()?;
     let settings = VerifySettings {
         sample: args.sample,
@@ -80,7 +88,8 @@ pub fn run(args: VerifyArgs, shutdown: &Shutdown) -> Result<Exit> {
         extra: args.extra,
         show: args.show,
         scan_count: args.scan_count,
-        progress: args.progress,
+        progress: args.progress.settings(),
+        rate: args.rate,
     };
     if let (None, Some(source), Some(target)) = (&args.journal, &args.source, &args.target) {
         let source = Endpoint::parse(Role::Source, source)?

@@ -3,11 +3,8 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::IsTerminal;
 use std::path::Path;
-use std::time::{Duration, Instant};
-
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::time::Duration;
 
 use super::compare::{DiffKind, Verdict};
 use super::work::Checked;
@@ -15,7 +12,7 @@ use crate::escape::escape_key;
 use crate::exit::Exit;
 use crate::hint;
 use crate::output::count;
-use crate::progress::ProgressMode;
+use crate::progress::{Meter, ProgressSettings, progress_fields, progress_text};
 
 /// One differing key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -283,66 +280,38 @@ impl Report {
     }
 }
 
-/// Progress of a verify on stderr: a bar on a terminal, a line every 10 s
-/// otherwise, or nothing.
+/// Progress of a verify on stderr: a bar on a terminal, a line every
+/// `--log-interval` otherwise, or nothing (see [`crate::progress::Meter`]);
+/// the differing keys beside the rate.
 pub struct VerifyProgress {
-    bar: Option<ProgressBar>,
-    log_every: Option<Duration>,
-    last_log: Instant,
-    expected: Option<u64>,
+    meter: Meter,
 }
 
 impl VerifyProgress {
-    pub fn new(mode: ProgressMode, expected: Option<u64>) -> VerifyProgress {
-        let mode = match mode {
-            ProgressMode::Auto if std::io::stderr().is_terminal() => ProgressMode::Bar,
-            ProgressMode::Auto => ProgressMode::Log,
-            other => other,
-        };
-        let bar = (mode == ProgressMode::Bar).then(|| {
-            let bar = ProgressBar::with_draw_target(expected, ProgressDrawTarget::stderr());
-            let template = "{spinner} {elapsed_precise} [{wide_bar}] {human_pos}/{human_len} keys checked, {per_sec} {msg}";
-            if let Ok(style) = ProgressStyle::with_template(template) {
-                bar.set_style(style.progress_chars("=> "));
-            }
-            bar
-        });
+    pub fn new(settings: ProgressSettings, expected: Option<u64>) -> VerifyProgress {
+        crate::metrics::set_state(crate::metrics::State::Running);
         VerifyProgress {
-            bar,
-            log_every: (mode == ProgressMode::Log).then_some(Duration::from_secs(10)),
-            last_log: Instant::now(),
-            expected,
+            meter: Meter::new(settings, expected, 0),
         }
     }
 
     pub fn update(&mut self, report: &Report) {
         let done = report.checked + report.gone + report.target_checked;
-        if let Some(bar) = &self.bar {
-            bar.set_position(done);
-            if report.differing() > 0 {
-                bar.set_message(format!("({} differ)", report.differing()));
-            }
-        }
-        if let Some(every) = self.log_every
-            && self.last_log.elapsed() >= every
-        {
-            self.last_log = Instant::now();
-            let of = self
-                .expected
-                .map(|e| format!(" of ~{e}"))
-                .unwrap_or_default();
-            eprintln!(
-                "redis-ferry: verify: {done}{of} keys checked, {} differ, {:.0} keys/s",
-                report.differing(),
-                done as f64 / report.elapsed.as_secs_f64().max(0.001)
-            );
+        let reading = self.meter.reading(done);
+        let notes = format!("{} differ", report.differing());
+        self.meter.show(&reading, &notes);
+        crate::metrics::set_verify(done, report.differing());
+        crate::metrics::set_progress(reading.done, reading.total, reading.rate, reading.eta);
+        if self.meter.line_due() {
+            let mut fields = progress_fields(&reading);
+            fields.push(("differ", serde_json::json!(report.differing())));
+            let text = format!("verify: {}", progress_text(&reading, "checked", &notes));
+            crate::log::event(crate::log::Level::Info, &text, &fields);
         }
     }
 
     pub fn finish(&mut self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
+        self.meter.finish();
     }
 }
 

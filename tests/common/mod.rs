@@ -73,8 +73,40 @@ pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// stderr with each line's leading timestamp (`2026-12-01T07:22:23Z `, see
+/// `src/log.rs`) taken off, so a test can compare messages exactly; tests of
+/// the timestamps themselves use [`raw_stderr`].
 pub fn stderr(output: &Output) -> String {
+    raw_stderr(output)
+        .split_inclusive('\n')
+        .map(without_timestamp)
+        .collect()
+}
+
+/// stderr exactly as redis-ferry wrote it.
+pub fn raw_stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// `2026-12-01T07:22:23Z redis-ferry: x` -> `redis-ferry: x`; other lines as they are.
+pub fn without_timestamp(line: &str) -> &str {
+    match line.split_once(' ') {
+        Some((stamp, rest)) if is_rfc3339_utc(stamp) => rest,
+        _ => line,
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ`, optionally with a fraction of a second.
+pub fn is_rfc3339_utc(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.len() >= 20
+        && bytes[4] == b'-'
+        && bytes[7] == b'-'
+        && bytes[10] == b'T'
+        && bytes[13] == b':'
+        && bytes[16] == b':'
+        && text.ends_with('Z')
+        && humantime::parse_rfc3339(text).is_ok()
 }
 
 /// A fresh temporary directory and a journal path inside it.
