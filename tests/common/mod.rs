@@ -11,11 +11,14 @@
 
 pub mod data;
 pub mod dual_writer;
+pub mod proxy;
 pub mod server;
 
 pub use data::*;
 #[allow(unused_imports)]
 pub use dual_writer::*;
+#[allow(unused_imports)]
+pub use proxy::*;
 pub use server::*;
 
 use std::path::{Path, PathBuf};
