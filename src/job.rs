@@ -9,6 +9,8 @@
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, Result, bail};
 
@@ -418,7 +420,8 @@ fn revalidate_cursors(
 
 /// Runs the scan of every unfinished cursor, pass after pass until the
 /// source is provably covered (a cluster whose slots moved during a pass
-/// has some nodes scanned again; see [`crate::coverage`]).
+/// has some nodes scanned again; see [`crate::coverage`]). A job that
+/// follows the source afterwards goes on in [`crate::follow::session`].
 fn execute_scan(
     journal: &mut Journal,
     mut source: Side,
@@ -427,6 +430,33 @@ fn execute_scan(
     launch: &Launch,
     command: &str,
 ) -> Result<Exit> {
+    if options.follow {
+        return crate::follow::session::run(journal, source, target, options, launch, command);
+    }
+    let mut progress = begin_scan(journal, &source, &target, launch, command)?;
+    let settings = pipeline_settings(options, &source);
+    let stop = scan_passes(
+        journal,
+        &mut source,
+        &mut target,
+        options,
+        launch,
+        &settings,
+        &mut progress,
+        None,
+    );
+    progress.finish();
+    finish(journal, stop, &progress, launch, Ending::Job)
+}
+
+/// Marks the run's start in the journal and the log; returns its progress.
+pub(crate) fn begin_scan(
+    journal: &mut Journal,
+    source: &Side,
+    target: &Side,
+    launch: &Launch,
+    command: &str,
+) -> Result<Progress> {
     journal.begin_run(command)?;
     journal.set_job_state(JobState::Running, None)?;
     let cursors = journal.cursors()?;
@@ -434,61 +464,104 @@ fn execute_scan(
     let done_before: u64 = cursors.iter().map(|c| c.keys_scanned).sum();
     crate::progress::log_start(&scan_start_line(
         command,
-        &source,
-        &target,
+        source,
+        target,
         &cursors,
         total.max(done_before),
         done_before,
         launch,
     ));
-    let mut progress = Progress::new(launch.progress, Some(total.max(done_before)), done_before);
+    Ok(Progress::new(
+        launch.progress,
+        Some(total.max(done_before)),
+        done_before,
+    ))
+}
+
+/// A lister that works while the scan does (following's changes); it is
+/// told through the count when the scan's listers are done.
+pub(crate) type Alongside<'a> = &'a dyn Fn(Arc<AtomicUsize>) -> Lister;
+
+/// The scan's passes, until the source is covered or the job stops.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn scan_passes(
+    journal: &mut Journal,
+    source: &mut Side,
+    target: &mut Side,
+    options: &CopyOptions,
+    launch: &Launch,
+    settings: &PipelineSettings,
+    progress: &mut Progress,
+    alongside: Option<Alongside<'_>>,
+) -> Stop {
     let limiter = RateLimiter::new(options.rate);
-    let settings = pipeline_settings(options, &source);
-    let stop = loop {
-        let listers = scan_listers(journal, &source, options, &limiter, &launch.shutdown)?;
+    loop {
+        let listers = match scan_listers(journal, source, options, &limiter, &launch.shutdown) {
+            Ok(listers) => listers,
+            Err(error) => return Stop::Failed(error),
+        };
+        let listers = match alongside {
+            None => listers,
+            Some(make) => {
+                let scanning = Arc::new(AtomicUsize::new(listers.len()));
+                let mut all: Vec<Lister> = listers
+                    .into_iter()
+                    .map(|lister| counted(lister, Arc::clone(&scanning)))
+                    .collect();
+                all.push(make(scanning));
+                all
+            }
+        };
         let stop = pipeline::run(
             listers,
-            &source,
-            &target,
-            settings,
+            source,
+            target,
+            settings.clone(),
             journal,
             &launch.shutdown,
-            &mut progress,
+            progress,
         );
         if !matches!(stop, Stop::Finished) {
-            break stop;
+            return stop;
         }
-        match target_changed(journal, &mut target) {
-            Err(error) => break Stop::Failed(error),
+        match target_changed(journal, target) {
+            Err(error) => return Stop::Failed(error),
             Ok(Some(change)) => {
                 log::warn(format!("{change}; so every key is copied again"));
                 if let Err(error) = journal.restart_all_cursors() {
-                    break Stop::Failed(error);
+                    return Stop::Failed(error);
                 }
                 continue;
             }
             Ok(None) => {}
         }
-        match crate::coverage::reconcile(journal, &mut source, options) {
-            Err(error) => break Stop::Failed(error),
-            Ok(_) if launch.shutdown.requested() => break Stop::Interrupted,
-            Ok(reasons) if reasons.is_empty() => break Stop::Finished,
+        match crate::coverage::reconcile(journal, source, options) {
+            Err(error) => return Stop::Failed(error),
+            Ok(_) if launch.shutdown.requested() => return Stop::Interrupted,
+            Ok(reasons) if reasons.is_empty() => return Stop::Finished,
             Ok(reasons) => {
                 for reason in reasons {
                     crate::log::info(format!("scanning again: {reason}"));
                 }
             }
         }
-    };
-    progress.finish();
-    finish(journal, stop, &progress, launch, Ending::Job)
+    }
+}
+
+/// `lister`, counting itself out of `remaining` however it ends.
+pub(crate) fn counted(lister: Lister, remaining: Arc<AtomicUsize>) -> Lister {
+    Box::new(move |emit: &mut dyn FnMut(Listed) -> bool| {
+        let ended = lister(emit);
+        remaining.fetch_sub(1, Ordering::SeqCst);
+        ended
+    })
 }
 
 /// Whether the target's primaries are still the server processes the job
 /// recorded (by run_id). If not, the target restarted or failed over and
 /// may have lost keys the journal records as copied: the new identity is
 /// recorded and the change described.
-fn target_changed(journal: &Journal, target: &mut Side) -> Result<Option<String>> {
+pub(crate) fn target_changed(journal: &Journal, target: &mut Side) -> Result<Option<String>> {
     // A failover moves primaries; read where they are now.
     let _ = target.refresh_topology();
     let now = target.identity()?;
@@ -548,7 +621,7 @@ fn batch_keys(options: &CopyOptions) -> usize {
 }
 
 /// The copy stage's settings for a job.
-fn pipeline_settings(options: &CopyOptions, source: &Side) -> PipelineSettings {
+pub(crate) fn pipeline_settings(options: &CopyOptions, source: &Side) -> PipelineSettings {
     PipelineSettings {
         copy: CopySettings {
             existing: options.existing,
@@ -558,6 +631,7 @@ fn pipeline_settings(options: &CopyOptions, source: &Side) -> PipelineSettings {
         },
         journal_keys: options.journal_keys,
         workers: worker_count(source),
+        on_journal: None,
     }
 }
 
@@ -666,7 +740,7 @@ fn scan_lister(
 
 /// Pages through the journal's keys with the chosen outcomes, a batch per
 /// source database; `retry`'s lister.
-fn retry_lister(
+pub(crate) fn retry_lister(
     journal_path: PathBuf,
     outcomes: Vec<Outcome>,
     options: CopyOptions,
@@ -704,6 +778,7 @@ fn retry_lister(
                         source_address: None,
                     },
                     checkpoint: None,
+                    journaled: None,
                 };
                 if !emit(listed) {
                     return Ok(false);
@@ -724,7 +799,7 @@ fn retry_command(journal: &Path, outcomes: &str) -> String {
     hint::command("retry", journal, &extra)
 }
 
-enum Ending {
+pub(crate) enum Ending {
     Job,
     Retry(String),
 }
@@ -734,7 +809,7 @@ enum Ending {
 /// Key counts come from the journal (distinct keys by latest outcome, as
 /// `status` shows them): a key copied twice in this run (a rescan) is one
 /// key. The rate is this run's own work.
-fn finish(
+pub(crate) fn finish(
     journal: &mut Journal,
     stop: Stop,
     progress: &Progress,

@@ -13,9 +13,12 @@
 //! A job, from the outside in:
 //! - [`job`]: run / resume / retry: what to copy, the checks before writing,
 //!   how a job ends.
-//! - [`pipeline`]: reader threads → writer thread → journal, overlapping.
-//! - [`scan`]: SCAN cursors walked as checkpointable batches.
-//! - [`copy`]: DUMP + PTTL, RESTORE / DEL, per-key outcomes, redirections.
+//! - [`pipeline`]: listers → copy workers → journal, overlapping.
+//! - [`scan`]: SCAN cursors walked as checkpointable batches of keys.
+//! - [`copy`]: one batch copied under the fence (WATCH before the read),
+//!   DUMP + PTTL, RESTORE / DEL, per-key outcomes; [`route`]: each key to
+//!   the node serving it, following MOVED / ASK.
+//! - [`follow`]: `--follow`: the source's changes copied until cutover.
 //! - [`journal`]: the SQLite journal (schema in `migrations/`): outcomes,
 //!   counts and cursors move forward together, whole batches at a time.
 //! - [`preflight`]: the checks that refuse a job before anything is written.
@@ -50,6 +53,7 @@ pub mod dry_run;
 pub mod endpoint;
 pub mod escape;
 pub mod exit;
+pub mod follow;
 pub mod hint;
 pub mod interrupt;
 pub mod job;

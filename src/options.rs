@@ -72,6 +72,13 @@ pub struct CopyOptions {
     /// (see `copy::fence`).
     #[serde(default = "default_fence_hold_ms")]
     pub fence_hold_ms: u64,
+    /// `--follow`: after the scan, copy every change until cutover.
+    #[serde(default)]
+    pub follow: bool,
+    /// `--notify-configured`: the source already publishes keyspace
+    /// events (its CONFIG is not available to check).
+    #[serde(default)]
+    pub notify_configured: bool,
 }
 
 /// The default of `--fence-hold`.
@@ -97,6 +104,8 @@ impl Default for CopyOptions {
             reconnect_timeout_secs: 60,
             no_fence: false,
             fence_hold_ms: DEFAULT_FENCE_HOLD_MS,
+            follow: false,
+            notify_configured: false,
         }
     }
 }

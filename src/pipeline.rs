@@ -40,7 +40,7 @@ use crate::journal::{BatchRecord, Journal};
 use crate::options::JournalKeys;
 use crate::outcome::KeyResult;
 use crate::progress::Progress;
-use crate::scan::{Checkpoint, Listed};
+use crate::scan::{Checkpoint, Journaled, Listed};
 use crate::side::Side;
 
 /// Copied batches (keys and outcomes, no values) waiting for the journal:
@@ -65,13 +65,19 @@ pub enum Stop {
 }
 
 /// What the copy stage needs.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct PipelineSettings {
     pub copy: CopySettings,
     pub journal_keys: JournalKeys,
     /// Copy workers (each with its own connections to both sides).
     pub workers: usize,
+    /// Called on the journal after each commit and when idle (twice a
+    /// second at least): following records where it stands there.
+    pub on_journal: Option<JournalHook>,
 }
+
+/// See [`PipelineSettings::on_journal`].
+pub type JournalHook = Arc<dyn Fn(&Journal) -> Result<()> + Send + Sync>;
 
 /// A listed batch, numbered within its stream.
 struct Work {
@@ -86,6 +92,7 @@ struct Copied {
     seq: u64,
     db: i64,
     checkpoint: Option<Checkpoint>,
+    journaled: Option<Journaled>,
     results: Vec<KeyResult>,
 }
 
@@ -106,12 +113,13 @@ pub fn run(
     progress: &mut Progress,
 ) -> Stop {
     let workers = settings.workers.max(1);
+    let copy = settings.copy;
     let (work_tx, work_rx) = sync_channel::<Work>(workers);
     let work_rx = Arc::new(Mutex::new(work_rx));
     let (copied_tx, copied_rx) = sync_channel::<Message>(WRITTEN_QUEUE_DEPTH);
     let unfinished_listers = AtomicUsize::new(listers.len());
     let copiers: Vec<Copier> = (0..workers)
-        .map(|_| Copier::new(source, target, settings.copy))
+        .map(|_| Copier::new(source, target, copy))
         .collect();
 
     let failure = std::thread::scope(|scope| {
@@ -159,6 +167,7 @@ pub fn run(
             &copied_rx,
             journal,
             settings.journal_keys,
+            settings.on_journal.as_ref(),
             shutdown,
             progress,
         );
@@ -208,6 +217,7 @@ fn copy_worker(mut copier: Copier, work: &Mutex<Receiver<Work>>, copied: &SyncSe
                 seq,
                 db,
                 checkpoint: listed.checkpoint,
+                journaled: listed.journaled,
                 results,
             }),
             Err(error) => Message::Failed(error),
@@ -259,6 +269,7 @@ struct Ready {
     db: i64,
     results: Vec<KeyResult>,
     checkpoints: Vec<Checkpoint>,
+    journaled: Option<Journaled>,
 }
 
 /// Commits copied batches, several per transaction (see
@@ -268,9 +279,11 @@ fn journal_stage(
     copied: &Receiver<Message>,
     journal: &mut Journal,
     journal_keys: JournalKeys,
+    on_journal: Option<&JournalHook>,
     shutdown: &Shutdown,
     progress: &mut Progress,
 ) -> Option<anyhow::Error> {
+    let hook = |journal: &Journal| on_journal.map_or(Ok(()), |hook| hook(journal));
     let mut reorder = Reorder::default();
     let mut group: Vec<Ready> = Vec::new();
     let mut group_keys = 0;
@@ -292,6 +305,7 @@ fn journal_stage(
                     db: batch.db,
                     results: batch.results,
                     checkpoints,
+                    journaled: batch.journaled,
                 });
                 (true, None)
             }
@@ -300,6 +314,11 @@ fn journal_stage(
                 progress.tick();
                 if shutdown.requested() {
                     progress.note_stopping();
+                }
+                if group.is_empty()
+                    && let Err(error) = hook(journal)
+                {
+                    return Some(error);
                 }
                 (true, None)
             }
@@ -313,7 +332,9 @@ fn journal_stage(
         }
         let due = group_keys >= GROUP_KEYS || group_started.elapsed() >= GROUP_WAIT || !more;
         if !group.is_empty() && due {
-            if let Err(error) = commit_group(journal, &mut group, journal_keys, progress) {
+            if let Err(error) = commit_group(journal, &mut group, journal_keys, progress)
+                .and_then(|()| hook(journal))
+            {
                 return Some(error);
             }
             group_keys = 0;
@@ -351,6 +372,9 @@ fn commit_group(
     journal.commit_batches(&records, journal_keys)?;
     for ready in group.drain(..) {
         progress.record(&ready.results);
+        if let Some(journaled) = ready.journaled {
+            journaled(&ready.results);
+        }
     }
     Ok(())
 }

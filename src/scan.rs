@@ -49,12 +49,18 @@ pub struct Checkpoint {
     pub scanned: u64,
 }
 
-/// Keys listed by SCAN, and the cursor to record once they are journaled.
-#[derive(Debug)]
+/// Keys listed by a source of work, the cursor to record once they are
+/// journaled (SCAN), and what to tell the source of work then.
 pub struct Listed {
     pub batch: KeyBatch,
     pub checkpoint: Option<Checkpoint>,
+    /// Called once the batch's outcomes are journaled (following counts
+    /// the changes it applied and how late).
+    pub journaled: Option<Journaled>,
 }
+
+/// See [`Listed::journaled`].
+pub type Journaled = Box<dyn FnOnce(&[crate::outcome::KeyResult]) + Send>;
 
 /// Scans `task` to the end (or until `stop`), handing batches of at most
 /// `batch_keys` keys to `emit`. `emit` returns false when nobody wants more
@@ -130,12 +136,14 @@ fn split_page(
         parts.push(Listed {
             batch: batch(keys),
             checkpoint: None,
+            journaled: None,
         });
         keys = rest;
     }
     parts.push(Listed {
         batch: batch(keys),
         checkpoint: Some(checkpoint),
+        journaled: None,
     });
     parts
 }

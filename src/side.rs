@@ -250,7 +250,8 @@ impl Side {
         Ok(identity)
     }
 
-    fn endpoint_for(&self, address: &str) -> Result<Endpoint> {
+    /// How to reach the node at `address` (the seed URL's credentials and TLS).
+    pub fn endpoint_for(&self, address: &str) -> Result<Endpoint> {
         if address == self.seed_address {
             return Ok(self.endpoint.clone());
         }

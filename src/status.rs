@@ -27,6 +27,23 @@ pub struct JobSummary {
     pub cursors: Vec<CursorView>,
     pub progress: ProgressView,
     pub last_errors: Vec<ErrorView>,
+    /// A job started with `--follow`: where following stands (the
+    /// contract's `follow` object), and every gap with its catch-up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub follow: Option<crate::follow::FollowView>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub follow_gaps: Vec<GapView>,
+}
+
+/// One gap of a following job.
+#[derive(Debug, Clone, Serialize)]
+pub struct GapView {
+    pub kind: String,
+    pub reason: String,
+    pub at: String,
+    /// When its catch-up pass finished (`null`: not caught up yet).
+    pub caught_up_at: Option<String>,
+    pub keys_differing: Option<u64>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -102,6 +119,38 @@ impl JobSummary {
         } else {
             job.state
         };
+        let follow_row = if job.options.follow {
+            journal.follow()?
+        } else {
+            None
+        };
+        let following = active
+            && state == JobState::Running
+            && follow_row
+                .as_ref()
+                .is_some_and(|row| row.phase == "following" || row.phase == "catching_up");
+        let follow = follow_row.as_ref().map(|row| crate::follow::FollowView {
+            pending_keys: row.pending_keys,
+            lag_ms: row.lag_ms,
+            changes_applied: row.changes_applied,
+            gaps: row.gaps,
+            in_sync: row.in_sync && following,
+        });
+        let follow_gaps = if job.options.follow {
+            journal
+                .follow_gaps()?
+                .into_iter()
+                .map(|gap| GapView {
+                    kind: gap.kind,
+                    reason: gap.reason,
+                    at: rfc3339(gap.at),
+                    caught_up_at: gap.caught_up_at.map(rfc3339),
+                    keys_differing: gap.keys_differing,
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let counts = journal.counts()?;
         let cursors = journal.cursors()?;
         let mut outcomes = OutcomeCounts::default();
@@ -161,7 +210,11 @@ impl JobSummary {
             .collect();
         Ok(JobSummary {
             job: JobView {
-                state: state.as_str().to_string(),
+                state: if following {
+                    "following".to_string()
+                } else {
+                    state.as_str().to_string()
+                },
                 source: job.source_url,
                 target: job.target_url,
                 started_at: rfc3339(job.started_at),
@@ -194,6 +247,8 @@ impl JobSummary {
                 latest_command: latest.map(|run| run.command),
             },
             last_errors,
+            follow,
+            follow_gaps,
         })
     }
 
@@ -239,6 +294,27 @@ impl JobSummary {
             );
         }
         let _ = writeln!(out, "{line}");
+        if let Some(follow) = &self.follow {
+            let _ = writeln!(
+                out,
+                "follow:   {}",
+                follow_text(follow, job.state == "following")
+            );
+            for gap in &self.follow_gaps {
+                let closed = match (&gap.caught_up_at, gap.keys_differing) {
+                    (Some(at), Some(keys)) => format!(
+                        "caught up at {at}, {} differed",
+                        crate::output::count(keys, "key")
+                    ),
+                    _ => "not caught up yet".to_string(),
+                };
+                let _ = writeln!(
+                    out,
+                    "  gap at {} ({}): {}; {closed}",
+                    gap.at, gap.kind, gap.reason
+                );
+            }
+        }
         if !self.cursors.is_empty() {
             let _ = writeln!(out, "cursors:");
             for c in &self.cursors {
@@ -277,6 +353,26 @@ impl JobSummary {
         }
         out
     }
+}
+
+/// `in sync (0 keys pending), 1204 changes applied, 0 gaps`.
+fn follow_text(follow: &crate::follow::FollowView, following: bool) -> String {
+    let standing = if !following {
+        "not following now".to_string()
+    } else if follow.in_sync {
+        "in sync".to_string()
+    } else {
+        format!(
+            "{} pending, lag {:.1}s",
+            crate::output::count(follow.pending_keys, "key"),
+            follow.lag_ms as f64 / 1000.0
+        )
+    };
+    format!(
+        "{standing}; {} applied, {}",
+        crate::output::count(follow.changes_applied, "change"),
+        crate::output::count(follow.gaps, "gap")
+    )
 }
 
 /// `redis-ferry status [--json]`.

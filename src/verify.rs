@@ -76,6 +76,11 @@ pub struct VerifySettings {
     pub progress: ProgressSettings,
     /// `--rate N`: at most N keys compared per second.
     pub rate: Option<u64>,
+    /// Compare only the target's keys (with `extra`): a following job's
+    /// catch-up after a flush on the source.
+    pub target_only: bool,
+    /// No start line (a following job's catch-up says what it does).
+    pub quiet: bool,
 }
 
 impl Default for VerifySettings {
@@ -89,6 +94,8 @@ impl Default for VerifySettings {
             scan_count: None,
             progress: ProgressSettings::off(),
             rate: None,
+            target_only: false,
+            quiet: false,
         }
     }
 }
@@ -141,6 +148,44 @@ pub fn with_journal(
     };
     journal.end_run(exit.code())?;
     Ok(exit)
+}
+
+/// What a following job's catch-up compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CatchUpScope {
+    /// Every key, both ways: changes may have been missed.
+    Everything,
+    /// The target's keys only: a flush left keys the source lost.
+    TargetOnly,
+}
+
+/// A following job's catch-up: compares the job's source and target
+/// (read-only, as `verify --extra` does) and records every difference as
+/// `mismatch` in `journal`, for the copy to repair. Returns how many keys
+/// differ, or `None` when interrupted.
+pub fn catch_up(
+    journal: &mut Journal,
+    source: &Side,
+    target: &Side,
+    options: &CopyOptions,
+    scope: CatchUpScope,
+    shutdown: &Shutdown,
+) -> Result<Option<u64>> {
+    let settings = VerifySettings {
+        extra: true,
+        target_only: scope == CatchUpScope::TargetOnly,
+        quiet: true,
+        progress: crate::progress::ProgressSettings::off(),
+        ..VerifySettings::default()
+    };
+    let mut sides = Sides {
+        source: source.fork(),
+        target: target.fork(),
+    };
+    let scope = job_scope(options, &mut sides, &settings)?;
+    let mut recorder = Recorder::new(journal, options.journal_keys)?;
+    let report = verify(sides, &scope, &settings, Some(&mut recorder), shutdown)?;
+    Ok((!report.interrupted).then_some(recorder.recorded))
 }
 
 /// `verify --source URL --target URL`: compares two servers, records
@@ -335,6 +380,9 @@ fn plan(sides: &mut Sides, scope: &Scope, settings: &VerifySettings) -> Result<P
             places.push((address.clone(), Direction::SourceToTarget(dbs), keys));
         }
     }
+    if settings.target_only {
+        places.clear();
+    }
     let counts: Vec<u64> = places.iter().map(|place| place.2).collect();
     let (source, sampled) = by_node(places, settings.sample);
     let expected = match settings.sample {
@@ -422,21 +470,24 @@ pub fn verify(
         extra: settings.extra,
         ..Report::default()
     };
-    crate::progress::log_start(&StartLine {
-        command: "verify".into(),
-        source: report.source.clone(),
-        target: report.target.clone(),
-        dbs: scope
-            .dbs
-            .iter()
-            .map(|dbs| (dbs.source, dbs.target))
-            .collect(),
-        keys_expected: plan.expected,
-        selection: settings
-            .sample
-            .map(|size| format!("a sample of about {size} keys")),
-        ..StartLine::default()
-    });
+    // A following job's catch-up says what it does itself.
+    if !settings.quiet {
+        crate::progress::log_start(&StartLine {
+            command: "verify".into(),
+            source: report.source.clone(),
+            target: report.target.clone(),
+            dbs: scope
+                .dbs
+                .iter()
+                .map(|dbs| (dbs.source, dbs.target))
+                .collect(),
+            keys_expected: plan.expected,
+            selection: settings
+                .sample
+                .map(|size| format!("a sample of about {size} keys")),
+            ..StartLine::default()
+        });
+    }
     let mut progress = VerifyProgress::new(settings.progress, plan.expected);
     // Workers stop on this flag: set on Ctrl-C and when the collector fails.
     let stop = Shutdown::new();

@@ -108,6 +108,20 @@ pub struct RunArgs {
     #[arg(long, value_name = "MS", default_value_t = crate::options::DEFAULT_FENCE_HOLD_MS,
           value_parser = clap::value_parser!(u64).range(0..=1000))]
     pub fence_hold: u64,
+    /// After the scan, keep copying every change made on the source until cutover.
+    ///
+    /// Subscribes to the source's keyspace notifications before the scan
+    /// (setting notify-keyspace-events for the job when CONFIG allows it),
+    /// then follows: `status` shows pending keys, lag and whether the target
+    /// is in sync. At cutover stop the application's writes, wait for
+    /// `status` to say in sync, switch, then Ctrl-C: the waiting changes
+    /// are copied and the job ends completed (exit 0).
+    #[arg(long)]
+    pub follow: bool,
+    /// With --follow: the source already has notify-keyspace-events with E and A
+    /// (KEA), and its CONFIG command is not available to check (a managed service).
+    #[arg(long, requires = "follow")]
+    pub notify_configured: bool,
 }
 
 fn parse_db_map(text: &str) -> Result<(i64, i64), String> {
@@ -224,7 +238,19 @@ fn copy_options(args: &RunArgs, source: &Endpoint, target: &Endpoint) -> Result<
         reconnect_timeout_secs: args.reconnect_timeout,
         no_fence: args.no_fence,
         fence_hold_ms: args.fence_hold,
+        follow: args.follow,
+        notify_configured: args.notify_configured,
     };
+    if options.follow && options.key_type.is_some() {
+        return Err(usage_error(
+            "--follow copies every key that changes and cannot tell its type before reading it; drop --type (use --match to narrow the keys)",
+        ));
+    }
+    if options.follow && options.no_fence {
+        return Err(usage_error(
+            "--follow copies changes while they are made, which needs the fence; drop --no-fence",
+        ));
+    }
     Ok(options)
 }
 

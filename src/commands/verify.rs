@@ -90,6 +90,8 @@ fn verify(args: VerifyArgs, shutdown: &Shutdown) -> Result<Exit> {
         scan_count: args.scan_count,
         progress: args.progress.settings(),
         rate: args.rate,
+        target_only: false,
+        quiet: false,
     };
     if let (None, Some(source), Some(target)) = (&args.journal, &args.source, &args.target) {
         let source = Endpoint::parse(Role::Source, source)?

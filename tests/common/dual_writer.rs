@@ -35,13 +35,25 @@ pub fn fill_hot_keys(connection: &mut dyn ConnectionLike, count: usize) {
     }
 }
 
-/// One change of a hot key, as the commands the application sends.
-fn change(index: usize, step: u64) -> Vec<redis::Cmd> {
+/// One change of a hot key, as the commands the application sends. With
+/// `moves`, some changes rename a key, move it to db 1 and back, or give it
+/// a TTL so short it expires at once (`--follow` must follow those).
+fn change(index: usize, step: u64, moves: bool) -> Vec<redis::Cmd> {
     let key = hot_key(index);
     let value = format!("v{step}");
     let choice = step % 10;
     let mut commands = Vec::new();
     let mut add = |command: &mut redis::Cmd| commands.push(command.clone());
+    if moves && step % 7 == 3 {
+        let other = format!("{key}:renamed");
+        match step % 4 {
+            0 => add(redis::cmd("RENAME").arg(&key).arg(&other)),
+            1 => add(redis::cmd("RENAME").arg(&other).arg(&key)),
+            2 => add(redis::cmd("MOVE").arg(&key).arg(1)),
+            _ => add(redis::cmd("SET").arg(&key).arg(&value).arg("PX").arg(20)),
+        }
+        return commands;
+    }
     match choice {
         // Deleted, and (on a later change) created again.
         7 => add(redis::cmd("DEL").arg(&key)),
@@ -82,8 +94,27 @@ impl DualWriter {
     /// Starts writing `hot` keys at about `per_second` changes per second
     /// (each change to `source`, then to `target`).
     pub fn start(
+        source: Box<dyn ConnectionLike + Send>,
+        target: Box<dyn ConnectionLike + Send>,
+        hot: usize,
+        per_second: u64,
+    ) -> DualWriter {
+        DualWriter::spawn(source, Some(target), hot, per_second)
+    }
+
+    /// An application that writes the source only (the target follows it
+    /// through `--follow`), renaming, moving and expiring keys too.
+    pub fn source_only(
+        source: Box<dyn ConnectionLike + Send>,
+        hot: usize,
+        per_second: u64,
+    ) -> DualWriter {
+        DualWriter::spawn(source, None, hot, per_second)
+    }
+
+    fn spawn(
         mut source: Box<dyn ConnectionLike + Send>,
-        mut target: Box<dyn ConnectionLike + Send>,
+        mut target: Option<Box<dyn ConnectionLike + Send>>,
         hot: usize,
         per_second: u64,
     ) -> DualWriter {
@@ -102,13 +133,19 @@ impl DualWriter {
                     state ^= state << 17;
                     let index = (state % hot as u64) as usize;
                     step += 1;
-                    for command in change(index, step) {
-                        command
-                            .exec(&mut *source)
-                            .expect("the application's write to the source");
-                        command
-                            .exec(&mut *target)
-                            .expect("the application's write to the target");
+                    let moves = target.is_none();
+                    for command in change(index, step, moves) {
+                        let done = command.exec(&mut *source);
+                        // A RENAME or MOVE of a key that is not there fails;
+                        // an application would shrug.
+                        if !moves {
+                            done.expect("the application's write to the source");
+                        }
+                        if let Some(target) = target.as_mut() {
+                            command
+                                .exec(&mut **target)
+                                .expect("the application's write to the target");
+                        }
                     }
                     changes.fetch_add(1, Ordering::SeqCst);
                     // Pace: no faster than `per_second` on average.
