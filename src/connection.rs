@@ -36,6 +36,10 @@ pub struct NodeConnection {
     wanted_db: i64,
     reconnect_budget: Duration,
     shutdown: Shutdown,
+    /// How many times the connection was opened again after a failure: a
+    /// `WATCH` does not survive that, so fenced procedures compare it
+    /// before and after.
+    reconnects: u64,
 }
 
 impl NodeConnection {
@@ -68,7 +72,14 @@ impl NodeConnection {
             wanted_db: 0,
             reconnect_budget,
             shutdown,
+            reconnects: 0,
         })
+    }
+
+    /// How many times this connection was re-established since it opened
+    /// (a `WATCH` set before a reconnect is gone after it).
+    pub fn reconnects(&self) -> u64 {
+        self.reconnects
     }
 
     pub fn endpoint(&self) -> &Endpoint {
@@ -141,6 +152,7 @@ impl NodeConnection {
             set_timeouts(&connection);
             self.connection = Some(connection);
             self.selected_db = 0;
+            self.reconnects += 1;
         }
         let connection = self.connection.as_mut().expect("connected above");
         if self.selected_db != self.wanted_db {

@@ -79,9 +79,9 @@ fn check_versions(source: &Side, target: &Side, options: &CopyOptions) -> Result
         > (target.info.version.0, target.info.version.1)
     {
         eprintln!(
-            "redis-ferry: warning: source runs Redis {} and target {}; RESTORE refuses payloads from a newer version, so keys may fail",
-            source.info.version_text(),
-            target.info.version_text()
+            "redis-ferry: warning: source runs {} and target {}; RESTORE refuses payloads from a newer version, so keys may fail",
+            source.info.product(),
+            target.info.product()
         );
     }
     Ok(())

@@ -11,6 +11,7 @@
 
 pub mod data;
 pub mod server;
+pub mod versions;
 
 pub use data::*;
 pub use server::*;

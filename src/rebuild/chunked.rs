@@ -1,0 +1,958 @@
+//! One big key copied in chunks, so that no command blocks either server
+//! for more than a few milliseconds and redis-ferry holds a few chunks at
+//! a time, whatever the key's size.
+//!
+//! The procedure, on a source and a target connection of its own (both on
+//! the node that serves the key):
+//!
+//! 1. `WATCH key` on the **target** (before anything is read), then
+//!    `WATCH key` + `TYPE key` on the **source**.
+//! 2. The value is read in chunks (`HSCAN`, `SSCAN`, `ZSCAN`, `LRANGE`,
+//!    `GETRANGE`, `XRANGE`; hash field TTLs with `HPEXPIRETIME`) by a reader
+//!    thread and written by this one into a temporary key in the key's hash
+//!    slot ([`super::temp`]), each write refreshing the temporary key's
+//!    safety TTL. Reading and writing overlap; at most [`CHUNKS_IN_FLIGHT`]
+//!    chunks wait between them.
+//! 3. `MULTI; PTTL key; EXEC` on the source: nil means the key changed
+//!    while it was copied, so the temporary key is dropped and the key is
+//!    copied again (never a mix of old and new). The TTL read inside the
+//!    transaction belongs to exactly the value that was copied.
+//! 4. `MULTI; UNLINK key; RENAME tmp key; PEXPIRE key ttl | PERSIST key;
+//!    EXEC` on the target: the key appears whole, with its TTL, in one step
+//!    (`UNLINK` frees an older copy in the background instead of blocking
+//!    the target as RENAME's own delete would). Nil means the application
+//!    wrote the key on the target meanwhile: copied again.
+//!
+//! A connection that was re-established in the middle loses its `WATCH`;
+//! that counts as "changed" too. After [`BigKeyOptions::max_attempts`] the
+//! key is `failed` with the reason.
+
+use std::sync::mpsc;
+use std::time::Duration;
+
+use anyhow::{Result, bail};
+use redis::Value;
+
+use super::build::{
+    BuildLimits, field_ttl_refusal, queue_elements, queue_field_expiries, queue_hset, queue_ttl,
+    queue_zadd,
+};
+use super::reply::{byte_items, byte_pairs, bytes, int, items, text};
+use super::stream::{
+    self, GroupSummary, StreamEntry, StreamGroup, StreamId, StreamValue, queue_entries,
+    queue_group, queue_set_id,
+};
+use super::temp::temp_key_name;
+use super::{KeyType, module_type_error};
+use crate::capabilities::Capabilities;
+use crate::clock::now_ms;
+use crate::connection::{ErrorClass, NodeConnection, classify, error_text};
+use crate::copy::Ttl;
+use crate::options::{Existing, TtlMode};
+use crate::outcome::{KeyResult, Outcome, WriteMethod};
+use crate::wire::CommandBuffer;
+
+/// Chunks read but not written yet, at most.
+pub const CHUNKS_IN_FLIGHT: usize = 2;
+/// Fewest elements asked for per SCAN-like read, when elements are large.
+const MIN_COUNT: usize = 10;
+/// A pause before copying a key again after it changed.
+const RETRY_PAUSE: Duration = Duration::from_millis(50);
+
+/// How a big key is copied.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BigKeyOptions {
+    /// The job's label, part of temporary key names.
+    pub job: String,
+    pub existing: Existing,
+    pub ttl_mode: TtlMode,
+    /// Elements and bytes per chunk.
+    pub limits: BuildLimits,
+    /// Copies of a key that keeps changing before it counts as failed.
+    pub max_attempts: u32,
+    /// The temporary key's TTL, refreshed with every chunk.
+    pub temp_ttl_ms: i64,
+}
+
+impl BigKeyOptions {
+    pub fn new(job: impl Into<String>) -> BigKeyOptions {
+        BigKeyOptions {
+            job: job.into(),
+            existing: Existing::Replace,
+            ttl_mode: TtlMode::Relative,
+            limits: BuildLimits::default(),
+            max_attempts: 5,
+            temp_ttl_ms: 10 * 60 * 1000,
+        }
+    }
+}
+
+/// What copying one big key did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BigKeyCopy {
+    /// The key's outcome for the journal (`method: chunked` when written).
+    pub result: KeyResult,
+    /// Bytes of values sent to the target (all attempts).
+    pub bytes_copied: u64,
+    pub attempts: u32,
+}
+
+/// The two servers of one big key's copy.
+pub struct BigKeyEnds<'a> {
+    /// A connection of its own (its WATCH must not be shared), on the node
+    /// serving the key, in the source database.
+    pub source: &'a mut NodeConnection,
+    pub source_caps: &'a Capabilities,
+    /// Likewise on the target, in the target database.
+    pub target: &'a mut NodeConnection,
+    pub target_caps: &'a Capabilities,
+}
+
+/// How one attempt ended.
+enum Attempt {
+    Copied {
+        ttl: Ttl,
+    },
+    Gone,
+    Skipped,
+    /// Copy it again: the key changed (or a connection was re-established).
+    Changed(String),
+    Failed(String),
+}
+
+/// Copies `key` in chunks (see the module doc). `Err` is a job-level
+/// failure (a connection lost past its budget, out of memory, read-only);
+/// anything about this key alone is in the result.
+pub fn copy_big_key(
+    ends: &mut BigKeyEnds<'_>,
+    key: &[u8],
+    options: &BigKeyOptions,
+) -> Result<BigKeyCopy> {
+    let mut bytes_copied = 0;
+    let mut last_change = String::new();
+    for attempt in 1..=options.max_attempts.max(1) {
+        let (end, bytes) = copy_once(ends, key, options)?;
+        bytes_copied += bytes;
+        let result = match end {
+            Attempt::Copied { ttl } => KeyResult {
+                key: key.to_vec(),
+                outcome: Outcome::Restored,
+                ttl_ms: ttl_ms(ttl),
+                size_bytes: Some(bytes as i64),
+                error: None,
+                method: Some(WriteMethod::Chunked),
+            },
+            Attempt::Gone => outcome_only(key, Outcome::Expired),
+            Attempt::Skipped => outcome_only(key, Outcome::Skipped),
+            Attempt::Failed(reason) => KeyResult::failed(key.to_vec(), reason),
+            Attempt::Changed(reason) => {
+                last_change = reason;
+                std::thread::sleep(RETRY_PAUSE);
+                continue;
+            }
+        };
+        return Ok(BigKeyCopy {
+            result,
+            bytes_copied,
+            attempts: attempt,
+        });
+    }
+    Ok(BigKeyCopy {
+        result: KeyResult::failed(
+            key.to_vec(),
+            format!(
+                "big key kept changing during its chunked copy ({} attempts; last: {last_change}); `retry` copies it again",
+                options.max_attempts.max(1)
+            ),
+        ),
+        bytes_copied,
+        attempts: options.max_attempts.max(1),
+    })
+}
+
+fn outcome_only(key: &[u8], outcome: Outcome) -> KeyResult {
+    KeyResult {
+        key: key.to_vec(),
+        outcome,
+        ttl_ms: None,
+        size_bytes: None,
+        error: None,
+        method: None,
+    }
+}
+
+fn ttl_ms(ttl: Ttl) -> Option<i64> {
+    match ttl {
+        Ttl::Persistent => None,
+        Ttl::Remaining(ms) => Some(ms),
+        Ttl::ExpiresAt(at) => Some((at - now_ms()).max(0)),
+    }
+}
+
+/// One attempt; returns how it ended and the bytes it sent.
+fn copy_once(
+    ends: &mut BigKeyEnds<'_>,
+    key: &[u8],
+    options: &BigKeyOptions,
+) -> Result<(Attempt, u64)> {
+    let temp = temp_key_name(&options.job, key);
+    let target_reconnects = ends.target.reconnects();
+    ends.target.command(redis::cmd("WATCH").arg(key))?;
+    let source_reconnects = ends.source.reconnects();
+    let key_type = match watch_source(ends.source, key)? {
+        Some(KeyType::Module(name)) => {
+            return unwatched(ends, Attempt::Failed(module_type_error(&name)));
+        }
+        Some(key_type) => key_type,
+        None => return finish_gone(ends, key, target_reconnects),
+    };
+    if options.existing == Existing::Skip && exists(ends.target, key)? {
+        return unwatched(ends, Attempt::Skipped);
+    }
+    ends.target.command(redis::cmd("UNLINK").arg(&temp))?;
+    let written = match write_chunks(ends, key, &temp, &key_type, options) {
+        Ok(written) => written,
+        Err(error) => {
+            discard(ends, &temp)?;
+            return Err(error);
+        }
+    };
+    let bytes = match written {
+        Written::Done(bytes) => bytes,
+        Written::Stopped(end, bytes) => {
+            discard(ends, &temp)?;
+            return Ok((end, bytes));
+        }
+    };
+    let end = finish(
+        ends,
+        key,
+        &temp,
+        options,
+        source_reconnects,
+        target_reconnects,
+    )?;
+    if !matches!(end, Attempt::Copied { .. }) {
+        discard(ends, &temp)?;
+    }
+    Ok((end, bytes))
+}
+
+/// `WATCH key` and `TYPE key` on the source; `None` when there is no key.
+fn watch_source(source: &mut NodeConnection, key: &[u8]) -> Result<Option<KeyType>> {
+    let mut pipe = CommandBuffer::new();
+    pipe.cmd("WATCH").arg(key);
+    pipe.cmd("TYPE").arg(key);
+    let mut replies = source.pipeline(&pipe)?;
+    let type_reply = replies.pop().unwrap_or(Value::Nil);
+    if let Some(Value::ServerError(error)) = replies.pop() {
+        bail!("WATCH on the source failed: {}", error_text(&error));
+    }
+    Ok(KeyType::from_type_reply(&text(type_reply, "TYPE")?))
+}
+
+fn exists(target: &mut NodeConnection, key: &[u8]) -> Result<bool> {
+    Ok(int(target.command(redis::cmd("EXISTS").arg(key))?, "EXISTS")? > 0)
+}
+
+/// Ends an attempt that wrote nothing: both WATCHes released.
+fn unwatched(ends: &mut BigKeyEnds<'_>, end: Attempt) -> Result<(Attempt, u64)> {
+    ends.source.command(&redis::cmd("UNWATCH"))?;
+    ends.target.command(&redis::cmd("UNWATCH"))?;
+    Ok((end, 0))
+}
+
+/// The key is gone from the source: delete it on the target too, unless
+/// the application wrote it there meanwhile (then copy again).
+fn finish_gone(
+    ends: &mut BigKeyEnds<'_>,
+    key: &[u8],
+    target_reconnects: u64,
+) -> Result<(Attempt, u64)> {
+    ends.source.command(&redis::cmd("UNWATCH"))?;
+    let mut pipe = CommandBuffer::new();
+    pipe.cmd("MULTI");
+    pipe.cmd("UNLINK").arg(key);
+    pipe.cmd("EXEC");
+    let replies = ends.target.pipeline(&pipe)?;
+    if ends.target.reconnects() != target_reconnects {
+        return Ok((Attempt::Changed(reconnected("target")), 0));
+    }
+    match replies.last() {
+        Some(Value::Nil) => Ok((Attempt::Changed(written_on_target()), 0)),
+        Some(Value::Array(_)) => Ok((Attempt::Gone, 0)),
+        other => bail!("the target answered {other:?} to MULTI/EXEC"),
+    }
+}
+
+fn reconnected(side: &str) -> String {
+    format!("the connection to the {side} was re-established, so its WATCH was lost")
+}
+
+fn written_on_target() -> String {
+    "the key was written on the target during its copy".to_string()
+}
+
+/// Drops the temporary key and any WATCH left.
+fn discard(ends: &mut BigKeyEnds<'_>, temp: &[u8]) -> Result<()> {
+    let mut pipe = CommandBuffer::new();
+    pipe.cmd("UNWATCH");
+    pipe.cmd("UNLINK").arg(temp);
+    ends.target.pipeline(&pipe)?;
+    ends.source.command(&redis::cmd("UNWATCH"))?;
+    Ok(())
+}
+
+/// Steps 3 and 4 of the module doc.
+fn finish(
+    ends: &mut BigKeyEnds<'_>,
+    key: &[u8],
+    temp: &[u8],
+    options: &BigKeyOptions,
+    source_reconnects: u64,
+    target_reconnects: u64,
+) -> Result<Attempt> {
+    let mut pipe = CommandBuffer::new();
+    pipe.cmd("MULTI");
+    match options.ttl_mode {
+        TtlMode::Relative => pipe.cmd("PTTL").arg(key),
+        TtlMode::Absolute => pipe.cmd("PEXPIRETIME").arg(key),
+    };
+    pipe.cmd("EXEC");
+    let mut replies = ends.source.pipeline(&pipe)?;
+    if ends.source.reconnects() != source_reconnects {
+        return Ok(Attempt::Changed(reconnected("source")));
+    }
+    let ttl = match replies.pop() {
+        Some(Value::Nil) => {
+            return Ok(Attempt::Changed(
+                "the key changed on the source during its copy".to_string(),
+            ));
+        }
+        Some(Value::Array(mut results)) if results.len() == 1 => {
+            match super::read::read_ttl(results.remove(0), options.ttl_mode)? {
+                Some(ttl) => ttl,
+                None => {
+                    return Ok(Attempt::Changed(
+                        "the key expired during its copy".to_string(),
+                    ));
+                }
+            }
+        }
+        other => bail!("the source answered {other:?} to MULTI/EXEC"),
+    };
+    let mut pipe = CommandBuffer::new();
+    pipe.cmd("MULTI");
+    if options.existing == Existing::Replace {
+        pipe.cmd("UNLINK").arg(key);
+    }
+    pipe.cmd("RENAME").arg(temp).arg(key);
+    if queue_ttl(&mut pipe, key, ttl) == 0 {
+        pipe.cmd("PERSIST").arg(key);
+    }
+    pipe.cmd("EXEC");
+    let mut replies = ends.target.pipeline(&pipe)?;
+    if ends.target.reconnects() != target_reconnects {
+        return Ok(Attempt::Changed(reconnected("target")));
+    }
+    match replies.pop() {
+        Some(Value::Nil) => Ok(Attempt::Changed(written_on_target())),
+        Some(Value::Array(results)) => match results.iter().find_map(server_error) {
+            Some(error) => key_error(error),
+            None => Ok(Attempt::Copied { ttl }),
+        },
+        Some(Value::ServerError(error)) => key_error(&error),
+        other => bail!("the target answered {other:?} to MULTI/EXEC"),
+    }
+}
+
+fn server_error(value: &Value) -> Option<&redis::ServerError> {
+    match value {
+        Value::ServerError(error) => Some(error),
+        _ => None,
+    }
+}
+
+/// A target error about this key: `failed`; about the job: `Err`.
+fn key_error(error: &redis::ServerError) -> Result<Attempt> {
+    match classify(error) {
+        ErrorClass::Fatal(reason) => bail!("the target refused a write: {reason}"),
+        ErrorClass::Transient(reason) => Ok(Attempt::Changed(reason)),
+        ErrorClass::Moved { address, .. } | ErrorClass::Ask { address, .. } => {
+            Ok(Attempt::Failed(format!(
+                "the key's slot moved to {address} during its chunked copy; `retry` copies it again"
+            )))
+        }
+        ErrorClass::BusyKey | ErrorClass::Key(_) => Ok(Attempt::Failed(error_text(error))),
+    }
+}
+
+/// How writing the chunks ended.
+enum Written {
+    Done(u64),
+    /// Stopped early: this attempt's end, and the bytes sent so far.
+    Stopped(Attempt, u64),
+}
+
+/// One chunk of a value, as read from the source.
+#[derive(Debug)]
+enum Chunk {
+    Bytes(Vec<u8>),
+    Items(Vec<Vec<u8>>),
+    Members(Vec<Vec<u8>>),
+    Scored(Vec<(Vec<u8>, Vec<u8>)>),
+    Fields {
+        fields: Vec<(Vec<u8>, Vec<u8>)>,
+        expiries: Vec<(Vec<u8>, i64)>,
+    },
+    Entries(Vec<StreamEntry>),
+    /// The reader stopped this attempt (the key changed type or vanished,
+    /// or a server error about this key).
+    Stop(AttemptStop),
+}
+
+#[derive(Debug)]
+enum AttemptStop {
+    Changed(String),
+    Failed(String),
+}
+
+impl Chunk {
+    fn byte_size(&self) -> u64 {
+        let sum = |items: &[Vec<u8>]| items.iter().map(|i| i.len() as u64).sum::<u64>();
+        let pairs = |pairs: &[(Vec<u8>, Vec<u8>)]| {
+            pairs
+                .iter()
+                .map(|(a, b)| (a.len() + b.len()) as u64)
+                .sum::<u64>()
+        };
+        match self {
+            Chunk::Bytes(bytes) => bytes.len() as u64,
+            Chunk::Items(items) | Chunk::Members(items) => sum(items),
+            Chunk::Scored(scored) => pairs(scored),
+            Chunk::Fields { fields, .. } => pairs(fields),
+            Chunk::Entries(entries) => entries.iter().map(|e| pairs(&e.fields)).sum(),
+            Chunk::Stop(_) => 0,
+        }
+    }
+}
+
+/// The stream's groups, read before its entries (under the WATCH, so they
+/// belong to the same version of the key).
+struct StreamPlan {
+    counters: stream::StreamCounters,
+    groups: Vec<StreamGroup>,
+    /// Pending IDs whose messages were deleted, in order (see
+    /// [`super::stream`]).
+    placeholders: Vec<StreamId>,
+    next_placeholder: usize,
+}
+
+fn write_chunks(
+    ends: &mut BigKeyEnds<'_>,
+    key: &[u8],
+    temp: &[u8],
+    key_type: &KeyType,
+    options: &BigKeyOptions,
+) -> Result<Written> {
+    let mut plan = match key_type {
+        KeyType::Stream => Some(read_stream_plan(ends.source, key)?),
+        _ => None,
+    };
+    let field_ttls = ends.source_caps.hash_field_ttls();
+    let target_caps = ends.target_caps;
+    let source = &mut *ends.source;
+    let target = &mut *ends.target;
+    std::thread::scope(|scope| -> Result<Written> {
+        let (sender, receiver) = mpsc::sync_channel::<Result<Chunk>>(CHUNKS_IN_FLIGHT);
+        let mut reader = ChunkReader::new(key_type.clone(), options.limits, field_ttls);
+        let reading = scope.spawn(move || {
+            loop {
+                match reader.next(source, key) {
+                    Ok(None) => break,
+                    Ok(Some(chunk)) => {
+                        let stop = matches!(chunk, Chunk::Stop(_));
+                        // A closed channel: the writer stopped this attempt.
+                        if sender.send(Ok(chunk)).is_err() || stop {
+                            break;
+                        }
+                    }
+                    Err(error) => {
+                        let _ = sender.send(Err(error));
+                        break;
+                    }
+                }
+            }
+        });
+        let mut bytes = 0;
+        let mut first = true;
+        let mut outcome = None;
+        for chunk in receiver.iter() {
+            let chunk = chunk?;
+            if let Chunk::Stop(stop) = chunk {
+                outcome = Some(match stop {
+                    AttemptStop::Changed(reason) => Attempt::Changed(reason),
+                    AttemptStop::Failed(reason) => Attempt::Failed(reason),
+                });
+                break;
+            }
+            bytes += chunk.byte_size();
+            let pipe =
+                match chunk_commands(temp, &chunk, first, plan.as_mut(), target_caps, options) {
+                    Ok(pipe) => pipe,
+                    Err(refusal) => {
+                        outcome = Some(Attempt::Failed(refusal));
+                        break;
+                    }
+                };
+            first = false;
+            if let Some(end) = send_chunk(target, &pipe)? {
+                outcome = Some(end);
+                break;
+            }
+        }
+        drop(receiver);
+        reading
+            .join()
+            .map_err(|_| anyhow::anyhow!("the chunk reader panicked"))?;
+        if let Some(end) = outcome {
+            return Ok(Written::Stopped(end, bytes));
+        }
+        if first || plan.is_some() {
+            // An empty value never gets here (Redis has no empty
+            // collections), but a stream's groups and counters come last.
+            let pipe = final_commands(temp, plan.as_mut(), target_caps, options, first)?;
+            if let Some(end) = send_chunk(target, &pipe)? {
+                return Ok(Written::Stopped(end, bytes));
+            }
+        }
+        Ok(Written::Done(bytes))
+    })
+}
+
+/// Sends a chunk's writes; a server error about the key ends the attempt.
+fn send_chunk(target: &mut NodeConnection, pipe: &CommandBuffer) -> Result<Option<Attempt>> {
+    for reply in target.pipeline(pipe)? {
+        if let Value::ServerError(error) = reply {
+            return key_error(&error).map(Some);
+        }
+    }
+    Ok(None)
+}
+
+/// The writes of one chunk into the temporary key, and its safety TTL.
+fn chunk_commands(
+    temp: &[u8],
+    chunk: &Chunk,
+    first: bool,
+    plan: Option<&mut StreamPlan>,
+    target: &Capabilities,
+    options: &BigKeyOptions,
+) -> std::result::Result<CommandBuffer, String> {
+    let mut pipe = CommandBuffer::new();
+    let limits = options.limits;
+    match chunk {
+        Chunk::Bytes(bytes) => {
+            pipe.cmd(if first { "SET" } else { "APPEND" })
+                .arg(temp)
+                .arg(bytes.as_slice());
+        }
+        Chunk::Items(items) => {
+            queue_elements(&mut pipe, "RPUSH", temp, items, limits);
+        }
+        Chunk::Members(members) => {
+            queue_elements(&mut pipe, "SADD", temp, members, limits);
+        }
+        Chunk::Scored(pairs) => {
+            queue_zadd(&mut pipe, temp, pairs, limits);
+        }
+        Chunk::Fields { fields, expiries } => {
+            if !expiries.is_empty() && !target.hash_field_ttls() {
+                return Err(field_ttl_refusal(expiries.len(), target));
+            }
+            queue_hset(&mut pipe, temp, fields, limits);
+            queue_field_expiries(&mut pipe, temp, expiries, limits);
+        }
+        Chunk::Entries(entries) => {
+            let plan = plan.expect("a stream has a plan");
+            let last = entries.last().map(|entry| entry.id).unwrap_or_default();
+            let start = plan.next_placeholder;
+            while plan.next_placeholder < plan.placeholders.len()
+                && plan.placeholders[plan.next_placeholder] < last
+            {
+                plan.next_placeholder += 1;
+            }
+            queue_entries(
+                &mut pipe,
+                temp,
+                entries,
+                &plan.placeholders[start..plan.next_placeholder],
+            );
+        }
+        Chunk::Stop(_) => {}
+    }
+    pipe.cmd("PEXPIRE").arg(temp).arg(options.temp_ttl_ms);
+    Ok(pipe)
+}
+
+/// A stream's remaining placeholders, groups, consumers, pending entries
+/// and counters (or the creation of an empty stream).
+fn final_commands(
+    temp: &[u8],
+    plan: Option<&mut StreamPlan>,
+    target: &Capabilities,
+    options: &BigKeyOptions,
+    nothing_written: bool,
+) -> Result<CommandBuffer> {
+    let mut pipe = CommandBuffer::new();
+    let Some(plan) = plan else {
+        bail!("the key had no elements to copy");
+    };
+    let rest = &plan.placeholders[plan.next_placeholder..];
+    queue_entries(&mut pipe, temp, &[], rest);
+    let stream = StreamValue {
+        groups: std::mem::take(&mut plan.groups),
+        ..StreamValue::default()
+    };
+    if nothing_written && plan.placeholders.is_empty() {
+        pipe.cmd("XGROUP")
+            .arg("CREATE")
+            .arg(temp)
+            .arg("redis-ferry-placeholder")
+            .arg("0")
+            .arg("MKSTREAM");
+        pipe.cmd("XGROUP")
+            .arg("DESTROY")
+            .arg(temp)
+            .arg("redis-ferry-placeholder");
+    }
+    for group in &stream.groups {
+        queue_group(&mut pipe, temp, group, target);
+    }
+    if !plan.placeholders.is_empty() {
+        let mut command = pipe.cmd("XDEL");
+        command.arg(temp);
+        for id in &plan.placeholders {
+            command.arg(id.to_string());
+        }
+    }
+    Ok(pipe_with_counters(pipe, temp, plan, target, options))
+}
+
+fn pipe_with_counters(
+    mut pipe: CommandBuffer,
+    temp: &[u8],
+    plan: &StreamPlan,
+    target: &Capabilities,
+    options: &BigKeyOptions,
+) -> CommandBuffer {
+    let stream = StreamValue {
+        last_id: plan.counters.last_id,
+        entries_added: plan.counters.entries_added,
+        max_deleted_id: plan.counters.max_deleted_id,
+        ..StreamValue::default()
+    };
+    queue_set_id(&mut pipe, temp, &stream, target);
+    pipe.cmd("PEXPIRE").arg(temp).arg(options.temp_ttl_ms);
+    pipe
+}
+
+/// Reads a stream's counters, groups, consumers and pending entries.
+fn read_stream_plan(source: &mut NodeConnection, key: &[u8]) -> Result<StreamPlan> {
+    let mut pipe = CommandBuffer::new();
+    pipe.cmd("XINFO").arg("STREAM").arg(key);
+    pipe.cmd("XINFO").arg("GROUPS").arg(key);
+    let mut replies = source.pipeline(&pipe)?.into_iter();
+    let counters = stream::parse_counters(replies.next().unwrap_or(Value::Nil))?;
+    let summaries = stream::parse_groups(replies.next().unwrap_or(Value::Nil))?;
+    let groups = read_groups(source, key, summaries)?;
+    let mut placeholders: Vec<StreamId> = groups
+        .iter()
+        .flat_map(|group| group.pending.iter().map(|pending| pending.id))
+        .collect();
+    placeholders.sort_unstable();
+    placeholders.dedup();
+    // Only IDs whose message is gone need one: ask which are still there.
+    let placeholders = missing_messages(source, key, placeholders)?;
+    Ok(StreamPlan {
+        counters,
+        groups,
+        placeholders,
+        next_placeholder: 0,
+    })
+}
+
+fn read_groups(
+    source: &mut NodeConnection,
+    key: &[u8],
+    summaries: Vec<GroupSummary>,
+) -> Result<Vec<StreamGroup>> {
+    let mut groups = Vec::with_capacity(summaries.len());
+    for group in summaries {
+        let mut pipe = CommandBuffer::new();
+        pipe.cmd("XINFO").arg("CONSUMERS").arg(key).arg(&group.name);
+        pipe.cmd("XPENDING")
+            .arg(key)
+            .arg(&group.name)
+            .arg("-")
+            .arg("+")
+            .arg(group.pending.max(1));
+        let mut replies = source.pipeline(&pipe)?.into_iter();
+        let consumers = stream::parse_consumers(replies.next().unwrap_or(Value::Nil))?;
+        let pending = stream::parse_pending(replies.next().unwrap_or(Value::Nil), now_ms())?;
+        groups.push(StreamGroup {
+            name: group.name,
+            last_delivered_id: group.last_delivered_id,
+            entries_read: group.entries_read,
+            consumers,
+            pending,
+        });
+    }
+    Ok(groups)
+}
+
+/// The IDs among `ids` that have no message in the stream (`XRANGE id id`).
+fn missing_messages(
+    source: &mut NodeConnection,
+    key: &[u8],
+    ids: Vec<StreamId>,
+) -> Result<Vec<StreamId>> {
+    let mut missing = Vec::new();
+    for batch in ids.chunks(1000) {
+        let mut pipe = CommandBuffer::new();
+        for id in batch {
+            pipe.cmd("XRANGE")
+                .arg(key)
+                .arg(id.to_string())
+                .arg(id.to_string());
+        }
+        for (id, reply) in batch.iter().zip(source.pipeline(&pipe)?) {
+            if items(reply, "XRANGE")?.is_empty() {
+                missing.push(*id);
+            }
+        }
+    }
+    Ok(missing)
+}
+
+/// Reads a value chunk by chunk. SCAN-like reads adapt their COUNT so a
+/// chunk stays near the byte limit when elements are large.
+struct ChunkReader {
+    key_type: KeyType,
+    limits: BuildLimits,
+    field_ttls: bool,
+    count: usize,
+    /// SCAN cursor, list index, string offset, or the next stream ID.
+    position: Position,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Position {
+    Start,
+    Cursor(String),
+    Index(i64),
+    NextId(StreamId),
+    End,
+}
+
+impl ChunkReader {
+    fn new(key_type: KeyType, limits: BuildLimits, field_ttls: bool) -> ChunkReader {
+        ChunkReader {
+            key_type,
+            count: limits.elements.max(1),
+            limits,
+            field_ttls,
+            position: Position::Start,
+        }
+    }
+
+    /// The next chunk; `None` after the last.
+    fn next(&mut self, source: &mut NodeConnection, key: &[u8]) -> Result<Option<Chunk>> {
+        if self.position == Position::End {
+            return Ok(None);
+        }
+        let mut pipe = CommandBuffer::new();
+        self.queue(&mut pipe, key);
+        let mut replies = source.pipeline(&pipe)?;
+        let reply = replies.pop().unwrap_or(Value::Nil);
+        if let Value::ServerError(error) = &reply {
+            return Ok(Some(Chunk::Stop(self.stop_for(error)?)));
+        }
+        let chunk = self.interpret(reply)?;
+        let chunk = match chunk {
+            Chunk::Fields { fields, .. } if self.field_ttls && !fields.is_empty() => {
+                with_field_ttls(source, key, fields)?
+            }
+            other => other,
+        };
+        self.adapt_count(&chunk);
+        Ok(Some(chunk))
+    }
+
+    fn stop_for(&self, error: &redis::ServerError) -> Result<AttemptStop> {
+        Ok(match classify(error) {
+            ErrorClass::Fatal(reason) => bail!("the source refused a read: {reason}"),
+            _ if error.code() == "WRONGTYPE" => {
+                AttemptStop::Changed("the key changed type during its copy".to_string())
+            }
+            ErrorClass::Transient(reason) => AttemptStop::Changed(reason),
+            _ => AttemptStop::Failed(error_text(error)),
+        })
+    }
+
+    fn cursor(&self) -> &str {
+        match &self.position {
+            Position::Cursor(cursor) => cursor,
+            _ => "0",
+        }
+    }
+
+    fn queue(&self, pipe: &mut CommandBuffer, key: &[u8]) {
+        let count = self.count;
+        match &self.key_type {
+            KeyType::Hash | KeyType::Set | KeyType::ZSet => {
+                let command = match self.key_type {
+                    KeyType::Hash => "HSCAN",
+                    KeyType::Set => "SSCAN",
+                    _ => "ZSCAN",
+                };
+                pipe.cmd(command)
+                    .arg(key)
+                    .arg(self.cursor())
+                    .arg("COUNT")
+                    .arg(count);
+            }
+            KeyType::List => {
+                let start = match self.position {
+                    Position::Index(index) => index,
+                    _ => 0,
+                };
+                pipe.cmd("LRANGE")
+                    .arg(key)
+                    .arg(start)
+                    .arg(start + count as i64 - 1);
+            }
+            KeyType::String => {
+                let start = match self.position {
+                    Position::Index(index) => index,
+                    _ => 0,
+                };
+                let bytes = self.limits.bytes.max(1) as i64;
+                pipe.cmd("GETRANGE")
+                    .arg(key)
+                    .arg(start)
+                    .arg(start + bytes - 1);
+            }
+            KeyType::Stream => {
+                let start = match self.position {
+                    Position::NextId(id) => id.to_string(),
+                    _ => "-".to_string(),
+                };
+                pipe.cmd("XRANGE")
+                    .arg(key)
+                    .arg(start)
+                    .arg("+")
+                    .arg("COUNT")
+                    .arg(count);
+            }
+            KeyType::Module(_) => {
+                pipe.cmd("TYPE").arg(key);
+            }
+        }
+    }
+
+    fn interpret(&mut self, reply: Value) -> Result<Chunk> {
+        match self.key_type.clone() {
+            KeyType::Hash | KeyType::Set | KeyType::ZSet => self.scan_chunk(reply),
+            KeyType::List => {
+                let items = byte_items(reply, "LRANGE")?;
+                self.advance_index(items.len(), self.count);
+                Ok(Chunk::Items(items))
+            }
+            KeyType::String => {
+                let piece = bytes(reply, "GETRANGE")?;
+                self.advance_index(piece.len(), self.limits.bytes.max(1));
+                Ok(Chunk::Bytes(piece))
+            }
+            KeyType::Stream => {
+                let entries = stream::parse_entries(reply, "XRANGE")?;
+                self.position = match entries.last().map(|entry| entry.id.next()) {
+                    Some(Some(next)) if entries.len() >= self.count => Position::NextId(next),
+                    _ => Position::End,
+                };
+                Ok(Chunk::Entries(entries))
+            }
+            KeyType::Module(name) => Ok(Chunk::Stop(AttemptStop::Failed(module_type_error(&name)))),
+        }
+    }
+
+    /// Lists and strings: a short read is the last one.
+    fn advance_index(&mut self, got: usize, asked: usize) {
+        let start = match self.position {
+            Position::Index(index) => index,
+            _ => 0,
+        };
+        self.position = if got < asked {
+            Position::End
+        } else {
+            Position::Index(start + got as i64)
+        };
+    }
+
+    fn scan_chunk(&mut self, reply: Value) -> Result<Chunk> {
+        let mut parts = items(reply, "SCAN")?.into_iter();
+        let cursor = text(parts.next().unwrap_or(Value::Nil), "SCAN")?;
+        let elements = parts.next().unwrap_or(Value::Nil);
+        self.position = if cursor == "0" {
+            Position::End
+        } else {
+            Position::Cursor(cursor)
+        };
+        Ok(match self.key_type {
+            KeyType::Set => Chunk::Members(byte_items(elements, "SSCAN")?),
+            KeyType::ZSet => Chunk::Scored(byte_pairs(elements, "ZSCAN")?),
+            _ => Chunk::Fields {
+                fields: byte_pairs(elements, "HSCAN")?,
+                expiries: Vec::new(),
+            },
+        })
+    }
+
+    /// Keeps SCAN-like chunks near the byte limit.
+    fn adapt_count(&mut self, chunk: &Chunk) {
+        if matches!(self.key_type, KeyType::String) {
+            return;
+        }
+        let bytes = chunk.byte_size().max(1) as usize;
+        let wanted = self.count.saturating_mul(self.limits.bytes) / bytes;
+        self.count = wanted.clamp(
+            MIN_COUNT.min(self.limits.elements),
+            self.limits.elements.max(1),
+        );
+    }
+}
+
+/// Adds the field TTLs of a hash chunk (`HPEXPIRETIME`).
+fn with_field_ttls(
+    source: &mut NodeConnection,
+    key: &[u8],
+    fields: Vec<(Vec<u8>, Vec<u8>)>,
+) -> Result<Chunk> {
+    let mut pipe = CommandBuffer::new();
+    {
+        let mut command = pipe.cmd("HPEXPIRETIME");
+        command.arg(key).arg("FIELDS").arg(fields.len());
+        for (field, _) in &fields {
+            command.arg(field);
+        }
+    }
+    let reply = source.pipeline(&pipe)?.pop().unwrap_or(Value::Nil);
+    let mut expiries = Vec::new();
+    for ((field, _), time) in fields.iter().zip(items(reply, "HPEXPIRETIME")?) {
+        let at = int(time, "HPEXPIRETIME")?;
+        if at >= 0 {
+            expiries.push((field.clone(), at));
+        }
+    }
+    Ok(Chunk::Fields { fields, expiries })
+}

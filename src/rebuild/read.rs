@@ -1,0 +1,419 @@
+//! Reading a small key whole with commands of its type, and its TTL.
+//!
+//! A [`KeyRead`] is a little state machine, one pipeline round at a time,
+//! so the caller can put the reads of many keys in one pipeline per round
+//! (and route them with [`crate::copy::route_rounds`]): `queue` appends this
+//! key's commands, `interpret` reads their replies and says whether the key
+//! is done, gone, failed, or needs another round. Most keys take one round:
+//! `TYPE`, the value (`GET`, `LRANGE`, `SMEMBERS`, `ZRANGE ... WITHSCORES`,
+//! `HGETALL`, `XINFO STREAM ... FULL`), then `PTTL` (or `PEXPIRETIME`). Two
+//! take a second round: a hash on a server with field TTLs (`HPEXPIRETIME`
+//! needs the field names) and a stream with groups on Redis 5
+//! (`XINFO CONSUMERS` and `XPENDING` per group).
+//!
+//! The TTL is read after the value, in the last round, for the reason
+//! [`crate::copy`] gives for DUMP + PTTL. `TYPE` leads each round: a key
+//! that changed type in between is read again as its new type. The
+//! commands of a round are not atomic; a key written between rounds is what
+//! the writer's fence (`WATCH` on the source) catches.
+
+use anyhow::Result;
+use redis::Value;
+
+use super::reply::{byte_items, byte_pairs, bytes, int, items, text};
+use super::stream::{self, GroupSummary, StreamGroup, StreamValue};
+use super::{HashValue, KeyType, KeyValue, module_type_error};
+use crate::capabilities::Capabilities;
+use crate::clock::now_ms;
+use crate::connection::{NodeConnection, classify, error_text};
+use crate::copy::{Step, Ttl, step_for_error};
+use crate::options::TtlMode;
+use crate::wire::CommandBuffer;
+
+/// How many rounds one key may take before it counts as changing too often.
+pub const MAX_ROUNDS: u32 = 8;
+
+/// What a round of reads found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ReadProgress {
+    Done {
+        value: KeyValue,
+        ttl: Ttl,
+    },
+    /// Gone (expired or deleted) by the time it was read.
+    Gone,
+    /// Queue this key's reads again: the next round, or the same round for
+    /// the type the key has now.
+    Unfinished,
+    /// This key cannot be read by commands (a module type, an ACL): `failed`.
+    Failed(String),
+}
+
+/// What the reads need to know about the source.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SourceReads {
+    /// Ask `HPEXPIRETIME` for hashes' fields (Redis 7.4+, Valkey 9).
+    pub field_ttls: bool,
+    /// `XINFO STREAM FULL` (Redis 6.0+).
+    pub xinfo_full: bool,
+    pub ttl_mode: TtlMode,
+}
+
+impl SourceReads {
+    pub fn new(source: &Capabilities, ttl_mode: TtlMode) -> SourceReads {
+        SourceReads {
+            field_ttls: source.hash_field_ttls(),
+            xinfo_full: source.xinfo_full(),
+            ttl_mode,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Stage {
+    /// The type is not known yet: `TYPE` alone.
+    Type,
+    /// `TYPE`, the value, the TTL.
+    Value(KeyType),
+    /// `TYPE`, `HPEXPIRETIME` of every field, the TTL.
+    FieldTtls(HashValue),
+    /// `TYPE`, per group `XINFO CONSUMERS` + `XPENDING`, the TTL (Redis 5).
+    StreamGroups(Box<StreamValue>, Vec<GroupSummary>),
+}
+
+/// The reads of one key, round by round.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRead {
+    reads: SourceReads,
+    stage: Stage,
+    rounds: u32,
+}
+
+impl KeyRead {
+    /// `key_type`: what `TYPE` (or SCAN TYPE) said, if known.
+    pub fn new(key_type: Option<KeyType>, reads: SourceReads) -> KeyRead {
+        let stage = match key_type {
+            Some(key_type) => Stage::Value(key_type),
+            None => Stage::Type,
+        };
+        KeyRead {
+            reads,
+            stage,
+            rounds: 0,
+        }
+    }
+
+    /// Appends this round's commands; returns how many.
+    pub fn queue(&self, pipe: &mut CommandBuffer, key: &[u8]) -> usize {
+        pipe.cmd("TYPE").arg(key);
+        let reads = match &self.stage {
+            Stage::Type => return 1,
+            Stage::Value(key_type) => queue_value(pipe, key, key_type, self.reads.xinfo_full),
+            Stage::FieldTtls(hash) => {
+                let mut command = pipe.cmd("HPEXPIRETIME");
+                command.arg(key).arg("FIELDS").arg(hash.fields.len());
+                for (field, _) in &hash.fields {
+                    command.arg(field);
+                }
+                1
+            }
+            Stage::StreamGroups(_, groups) => queue_group_reads(pipe, key, groups),
+        };
+        1 + reads + queue_ttl(pipe, key, self.reads.ttl_mode)
+    }
+
+    /// Reads this round's replies (as many as [`KeyRead::queue`] returned).
+    pub fn interpret(&mut self, replies: &mut [Value]) -> Step<ReadProgress> {
+        self.rounds += 1;
+        if self.rounds > MAX_ROUNDS {
+            return Step::Done(ReadProgress::Failed(
+                "key kept changing while it was read; `retry` copies it again".to_string(),
+            ));
+        }
+        match self.round(replies) {
+            Ok(step) => step,
+            Err(error) => Step::Fatal(format!("{error:#}")),
+        }
+    }
+
+    fn round(&mut self, replies: &mut [Value]) -> Result<Step<ReadProgress>> {
+        let Some((type_reply, rest)) = replies.split_first_mut() else {
+            anyhow::bail!("no reply to TYPE");
+        };
+        if let Some(step) = error_step(std::slice::from_mut(type_reply)) {
+            return Ok(step);
+        }
+        let Some(now_type) = KeyType::from_type_reply(&text(take(type_reply), "TYPE")?) else {
+            return Ok(Step::Done(ReadProgress::Gone));
+        };
+        if let KeyType::Module(name) = &now_type {
+            return Ok(Step::Done(ReadProgress::Failed(module_type_error(name))));
+        }
+        if self.expected_type().as_ref() != Some(&now_type) {
+            self.stage = Stage::Value(now_type);
+            return Ok(Step::Done(ReadProgress::Unfinished));
+        }
+        if let Some(step) = self.wrong_type_or_error(rest) {
+            return Ok(step);
+        }
+        let (ttl_reply, reads) = rest.split_last_mut().expect("a TTL follows every read");
+        let ttl = match read_ttl(take(ttl_reply), self.reads.ttl_mode)? {
+            Some(ttl) => ttl,
+            None => return Ok(Step::Done(ReadProgress::Gone)),
+        };
+        let stage = std::mem::replace(&mut self.stage, Stage::Type);
+        let value = match stage {
+            Stage::Type => unreachable!("a TYPE-only round returns above"),
+            Stage::Value(key_type) => match self.read_value(&key_type, reads)? {
+                FirstRound::Value(KeyValue::Hash(hash))
+                    if self.reads.field_ttls && !hash.fields.is_empty() =>
+                {
+                    self.stage = Stage::FieldTtls(hash);
+                    return Ok(Step::Done(ReadProgress::Unfinished));
+                }
+                FirstRound::Value(value) => value,
+                FirstRound::StreamGroups(stream, groups) => {
+                    self.stage = Stage::StreamGroups(stream, groups);
+                    return Ok(Step::Done(ReadProgress::Unfinished));
+                }
+                FirstRound::Changed => {
+                    self.stage = Stage::Value(key_type);
+                    return Ok(Step::Again("key changed while it was read".to_string()));
+                }
+            },
+            Stage::FieldTtls(hash) => KeyValue::Hash(with_field_ttls(hash, take(&mut reads[0]))?),
+            Stage::StreamGroups(stream, groups) => {
+                KeyValue::Stream(Box::new(with_groups(*stream, groups, reads)?))
+            }
+        };
+        Ok(Step::Done(ReadProgress::Done { value, ttl }))
+    }
+
+    fn expected_type(&self) -> Option<KeyType> {
+        match &self.stage {
+            Stage::Type => None,
+            Stage::Value(key_type) => Some(key_type.clone()),
+            Stage::FieldTtls(_) => Some(KeyType::Hash),
+            Stage::StreamGroups(..) => Some(KeyType::Stream),
+        }
+    }
+
+    /// A WRONGTYPE means the key changed type between `TYPE` and the read:
+    /// find out its type again. Other errors: redirects, pauses, `failed`.
+    fn wrong_type_or_error(&mut self, replies: &[Value]) -> Option<Step<ReadProgress>> {
+        let wrong_type = replies
+            .iter()
+            .any(|reply| matches!(reply, Value::ServerError(error) if error.code() == "WRONGTYPE"));
+        if wrong_type {
+            self.stage = Stage::Type;
+            return Some(Step::Done(ReadProgress::Unfinished));
+        }
+        error_step(replies)
+    }
+
+    fn read_value(&self, key_type: &KeyType, reads: &mut [Value]) -> Result<FirstRound> {
+        let first = take(&mut reads[0]);
+        Ok(FirstRound::Value(match key_type {
+            KeyType::String => match first {
+                Value::Nil => return Ok(FirstRound::Changed),
+                other => KeyValue::String(bytes(other, "GET")?),
+            },
+            KeyType::List => KeyValue::List(byte_items(first, "LRANGE")?),
+            KeyType::Set => KeyValue::Set(byte_items(first, "SMEMBERS")?),
+            KeyType::ZSet => KeyValue::ZSet(byte_pairs(first, "ZRANGE")?),
+            KeyType::Hash => KeyValue::Hash(HashValue {
+                fields: byte_pairs(first, "HGETALL")?,
+                field_expiries: Vec::new(),
+            }),
+            KeyType::Stream if self.reads.xinfo_full => {
+                KeyValue::Stream(Box::new(stream::parse_full(first)?))
+            }
+            KeyType::Stream => {
+                let entries = stream::parse_entries(first, "XRANGE")?;
+                let counters = stream::parse_counters(take(&mut reads[1]))?;
+                let groups = stream::parse_groups(take(&mut reads[2]))?;
+                let value = StreamValue {
+                    entries,
+                    last_id: counters.last_id,
+                    entries_added: counters.entries_added,
+                    max_deleted_id: counters.max_deleted_id,
+                    groups: Vec::new(),
+                };
+                if groups.is_empty() {
+                    KeyValue::Stream(Box::new(value))
+                } else {
+                    return Ok(FirstRound::StreamGroups(Box::new(value), groups));
+                }
+            }
+            KeyType::Module(name) => anyhow::bail!("{}", module_type_error(name)),
+        }))
+    }
+}
+
+/// What the first round of a key's reads found.
+enum FirstRound {
+    Value(KeyValue),
+    /// A stream with groups on Redis 5: their consumers and pending
+    /// entries are read in the next round.
+    StreamGroups(Box<StreamValue>, Vec<GroupSummary>),
+    /// The value vanished between TYPE and the read although the key is
+    /// there: deleted and written again in between.
+    Changed,
+}
+
+fn queue_value(
+    pipe: &mut CommandBuffer,
+    key: &[u8],
+    key_type: &KeyType,
+    xinfo_full: bool,
+) -> usize {
+    match key_type {
+        KeyType::String => {
+            pipe.cmd("GET").arg(key);
+        }
+        KeyType::List => {
+            pipe.cmd("LRANGE").arg(key).arg(0).arg(-1);
+        }
+        KeyType::Set => {
+            pipe.cmd("SMEMBERS").arg(key);
+        }
+        KeyType::ZSet => {
+            pipe.cmd("ZRANGE").arg(key).arg(0).arg(-1).arg("WITHSCORES");
+        }
+        KeyType::Hash => {
+            pipe.cmd("HGETALL").arg(key);
+        }
+        KeyType::Stream if xinfo_full => {
+            pipe.cmd("XINFO")
+                .arg("STREAM")
+                .arg(key)
+                .arg("FULL")
+                .arg("COUNT")
+                .arg(0);
+        }
+        KeyType::Stream => {
+            pipe.cmd("XRANGE").arg(key).arg("-").arg("+");
+            pipe.cmd("XINFO").arg("STREAM").arg(key);
+            pipe.cmd("XINFO").arg("GROUPS").arg(key);
+            return 3;
+        }
+        // Nothing to read: TYPE already says it cannot be rebuilt.
+        KeyType::Module(_) => {
+            pipe.cmd("EXISTS").arg(key);
+        }
+    }
+    1
+}
+
+fn queue_group_reads(pipe: &mut CommandBuffer, key: &[u8], groups: &[GroupSummary]) -> usize {
+    for group in groups {
+        pipe.cmd("XINFO").arg("CONSUMERS").arg(key).arg(&group.name);
+        pipe.cmd("XPENDING")
+            .arg(key)
+            .arg(&group.name)
+            .arg("-")
+            .arg("+")
+            .arg(group.pending.max(1));
+    }
+    2 * groups.len()
+}
+
+fn queue_ttl(pipe: &mut CommandBuffer, key: &[u8], ttl_mode: TtlMode) -> usize {
+    match ttl_mode {
+        TtlMode::Relative => pipe.cmd("PTTL").arg(key),
+        TtlMode::Absolute => pipe.cmd("PEXPIRETIME").arg(key),
+    };
+    1
+}
+
+/// `None`: the key is gone (-2).
+pub fn read_ttl(reply: Value, ttl_mode: TtlMode) -> Result<Option<Ttl>> {
+    Ok(Some(match int(reply, "PTTL")? {
+        -2 => return Ok(None),
+        -1 => Ttl::Persistent,
+        n if n >= 0 => match ttl_mode {
+            TtlMode::Relative => Ttl::Remaining(n.max(1)),
+            TtlMode::Absolute => Ttl::ExpiresAt(n),
+        },
+        other => anyhow::bail!("PTTL returned {other}"),
+    }))
+}
+
+fn with_field_ttls(mut hash: HashValue, reply: Value) -> Result<HashValue> {
+    let times = items(reply, "HPEXPIRETIME")?;
+    let mut kept = Vec::with_capacity(hash.fields.len());
+    for ((field, value), time) in hash.fields.into_iter().zip(times) {
+        match int(time, "HPEXPIRETIME")? {
+            // Deleted (or expired) since HGETALL: the fence tells.
+            -2 => continue,
+            -1 => {}
+            at => hash.field_expiries.push((field.clone(), at)),
+        }
+        kept.push((field, value));
+    }
+    hash.fields = kept;
+    Ok(hash)
+}
+
+fn with_groups(
+    mut stream: StreamValue,
+    groups: Vec<GroupSummary>,
+    replies: &mut [Value],
+) -> Result<StreamValue> {
+    let now = now_ms();
+    for (group, pair) in groups.into_iter().zip(replies.chunks_mut(2)) {
+        let consumers = stream::parse_consumers(take(&mut pair[0]))?;
+        let pending = stream::parse_pending(take(&mut pair[1]), now)?;
+        stream.groups.push(StreamGroup {
+            name: group.name,
+            last_delivered_id: group.last_delivered_id,
+            entries_read: group.entries_read,
+            consumers,
+            pending,
+        });
+    }
+    Ok(stream)
+}
+
+/// The step for the first server error among `replies`, if any.
+fn error_step(replies: &[Value]) -> Option<Step<ReadProgress>> {
+    replies.iter().find_map(|reply| match reply {
+        Value::ServerError(error) => Some(step_for_error(classify(error), || {
+            ReadProgress::Failed(error_text(error))
+        })),
+        _ => None,
+    })
+}
+
+fn take(value: &mut Value) -> Value {
+    std::mem::replace(value, Value::Nil)
+}
+
+/// Queues the first round of reads of `key` (see [`KeyRead`]).
+pub fn queue_read(pipe: &mut CommandBuffer, key: &[u8], read: &KeyRead) -> usize {
+    read.queue(pipe, key)
+}
+
+/// Reads one key to the end on one connection (tests, big keys' small
+/// parts, tools). `Ok(ReadProgress::Done / Gone / Failed)`.
+pub fn read_key(
+    connection: &mut NodeConnection,
+    key: &[u8],
+    key_type: Option<KeyType>,
+    reads: SourceReads,
+) -> Result<ReadProgress> {
+    let mut read = KeyRead::new(key_type, reads);
+    loop {
+        let mut pipe = CommandBuffer::new();
+        read.queue(&mut pipe, key);
+        let mut replies = connection.pipeline(&pipe)?;
+        match read.interpret(&mut replies) {
+            Step::Done(ReadProgress::Unfinished) | Step::Again(_) => continue,
+            Step::Done(progress) => return Ok(progress),
+            Step::Redirect { address, .. } => {
+                anyhow::bail!("the key is served by another node ({address}); read it there")
+            }
+            Step::Fatal(reason) => anyhow::bail!("{reason}"),
+        }
+    }
+}
