@@ -7,7 +7,7 @@
 //! slept for. The redis-server binary can be overridden with
 //! `REDIS_SERVER_BIN` (and redis-cli with `REDIS_CLI_BIN`).
 
-#![allow(dead_code)]
+#![allow(dead_code, unused_imports)]
 
 pub mod data;
 pub mod server;
