@@ -465,3 +465,81 @@ fn temporary_keys_are_found_and_removed_for_one_job_or_all() {
         vec!["app:key".to_string(), "redis-ferry:tmp".to_string()]
     );
 }
+
+#[test]
+fn field_ttls_a_target_cannot_keep_fail_the_big_hash_with_the_reason() {
+    let source = REDIS_8_2.start();
+    let target = REDIS_7_0.start();
+    fill_big_keys(&source, &REDIS_8_2, 3000);
+    let copied = copy(&source, &target, b"big:hash", &options("job-hfe"));
+    assert_eq!(copied.result.outcome, Outcome::Failed);
+    let error = copied.result.error.unwrap();
+    assert!(
+        error.contains(
+            "field(s) with their own TTL, and the target (Redis 7.0.15) cannot keep field TTLs"
+        ),
+        "{error}"
+    );
+    let keys: Vec<String> = redis::cmd("KEYS")
+        .arg("*")
+        .query(&mut target.connection())
+        .unwrap();
+    assert!(keys.is_empty(), "nothing left on the target: {keys:?}");
+}
+
+#[test]
+fn a_big_key_without_a_valid_hash_tag_is_built_in_its_own_slot_on_a_cluster() {
+    let source = RedisServer::start();
+    let cluster = common::RedisCluster::start();
+    let key: &[u8] = b"odd}key{";
+    let commands = (0..3000)
+        .map(|i| {
+            redis::cmd("SADD")
+                .arg(key)
+                .arg(format!("member-{i}"))
+                .clone()
+        })
+        .collect();
+    pipeline(&source, commands);
+    let slot = redis_ferry::cluster::key_slot(key);
+    let slots: Vec<redis::Value> = redis::cmd("CLUSTER")
+        .arg("SLOTS")
+        .query(&mut cluster.nodes[0].connection())
+        .unwrap();
+    let owner = cluster
+        .nodes
+        .iter()
+        .find(|node| slot_owned_by(&slots, slot, node.port))
+        .expect("a primary serves the key's slot");
+    let copied = copy(&source, owner, key, &options("job-cluster"));
+    assert_eq!(
+        copied.result.outcome,
+        Outcome::Restored,
+        "{:?}",
+        copied.result.error
+    );
+    let members: i64 = redis::cmd("SCARD")
+        .arg(key)
+        .query(&mut owner.connection())
+        .unwrap();
+    assert_eq!(members, 3000);
+}
+
+/// Whether CLUSTER SLOTS says the node on `port` serves `slot`.
+fn slot_owned_by(slots: &[redis::Value], slot: u16, port: u16) -> bool {
+    slots.iter().any(|range| {
+        let redis::Value::Array(parts) = range else {
+            return false;
+        };
+        let (
+            Some(redis::Value::Int(first)),
+            Some(redis::Value::Int(last)),
+            Some(redis::Value::Array(primary)),
+        ) = (parts.first(), parts.get(1), parts.get(2))
+        else {
+            return false;
+        };
+        let serves_port = matches!(primary.get(1), Some(redis::Value::Int(p)) if *p == port as i64);
+        (*first..=*last).contains(&(slot as i64)) && serves_port
+    })
+}
