@@ -33,8 +33,11 @@ const VALKEY_FIRST_OWN_RDB: u16 = 80;
 /// The last RDB version Redis and Valkey share.
 const LAST_SHARED_RDB: u16 = 11;
 /// How many keys a probe DUMP tries before it gives up (a key RANDOMKEY
-/// names can expire before the DUMP reaches it).
-const PROBE_ATTEMPTS: usize = 3;
+/// names can expire before the DUMP reaches it, or be too big to DUMP).
+const PROBE_ATTEMPTS: usize = 5;
+/// The largest key a probe DUMPs (MEMORY USAGE): a DUMP of a big key
+/// would block the source for as long as it takes.
+const PROBE_MAX_BYTES: i64 = 64 * 1024;
 
 /// Valkey's `rdb-version-check`: `strict` refuses RDB versions it does not
 /// know, `relaxed` tries to load them.
@@ -54,6 +57,25 @@ pub enum EvictionClock {
     Idle,
     /// `OBJECT FREQ` → `RESTORE ... FREQ` (an `*-lfu` policy).
     Frequency,
+}
+
+impl EvictionClock {
+    /// The `OBJECT` subcommand that reads it on the source.
+    pub fn object_subcommand(self) -> &'static str {
+        match self {
+            EvictionClock::Idle => "IDLETIME",
+            EvictionClock::Frequency => "FREQ",
+        }
+    }
+
+    /// The `RESTORE` option that sets it on the target (Redis 5.0+). A
+    /// target whose policy keeps the other clock ignores it.
+    pub fn restore_option(self) -> &'static str {
+        match self {
+            EvictionClock::Idle => "IDLETIME",
+            EvictionClock::Frequency => "FREQ",
+        }
+    }
 }
 
 /// Everything the copy needs to know about one server.
@@ -332,8 +354,9 @@ fn config_get(connection: &mut NodeConnection, name: &str) -> Option<String> {
     values.into_iter().nth(1)
 }
 
-/// The RDB version in the DUMP of a key that exists (RANDOMKEY), or `None`
-/// on an empty server.
+/// The RDB version in the DUMP of a small key that exists (RANDOMKEY, and
+/// MEMORY USAGE under [`PROBE_MAX_BYTES`]), or `None` on an empty server
+/// (or one whose keys all are big).
 fn probe_rdb_version(connection: &mut NodeConnection) -> Result<Option<u16>> {
     for _ in 0..PROBE_ATTEMPTS {
         let key = match connection
@@ -343,6 +366,18 @@ fn probe_rdb_version(connection: &mut NodeConnection) -> Result<Option<u16>> {
             Value::BulkString(key) => key,
             _ => return Ok(None),
         };
+        let size = connection.command(
+            redis::cmd("MEMORY")
+                .arg("USAGE")
+                .arg(&key)
+                .arg("SAMPLES")
+                .arg(1),
+        );
+        match size {
+            Ok(Value::Int(bytes)) if bytes <= PROBE_MAX_BYTES => {}
+            // Too big, or gone, or MEMORY refused: try another key.
+            _ => continue,
+        }
         // A DUMP refused (an ACL on that key) is no reason to stop: the
         // table answers instead.
         match connection.command(redis::cmd("DUMP").arg(&key)) {

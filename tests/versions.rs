@@ -269,3 +269,28 @@ fn a_module_type_fails_with_the_module_named_and_its_payload_is_refused_elsewher
         "{refusal}"
     );
 }
+
+#[test]
+fn the_probe_never_dumps_a_big_key() {
+    let server = REDIS_7_0.start();
+    let big = "x".repeat(1024 * 1024);
+    let _: () = redis::cmd("SET")
+        .arg("only-a-big-key")
+        .arg(&big)
+        .query(&mut server.connection())
+        .unwrap();
+    let caps = capabilities(&server);
+    assert!(
+        !caps.rdb_version_probed,
+        "a 1 MiB value is not DUMPed to learn a version"
+    );
+    assert_eq!(caps.rdb_version, 10, "the table answers instead");
+    let _: () = redis::cmd("SET")
+        .arg("small")
+        .arg("v")
+        .query(&mut server.connection())
+        .unwrap();
+    // RANDOMKEY picks one of the two; a few probes find the small one.
+    let probed = (0..20).any(|_| capabilities(&server).rdb_version_probed);
+    assert!(probed);
+}

@@ -7,7 +7,7 @@
 //!
 //! 1. `WATCH key` on the **target** (before anything is read), then
 //!    `WATCH key` + `TYPE key` on the **source**.
-//! 2. The value is read in chunks (`HSCAN`, `SSCAN`, `ZSCAN`, `LRANGE`,
+//! 2. The value is read in chunks (`HSCAN`, `SSCAN`, `ZRANGE` by rank, `LRANGE`,
 //!    `GETRANGE`, `XRANGE`; hash field TTLs with `HPEXPIRETIME`) by a reader
 //!    thread and written by this one into a temporary key in the key's hash
 //!    slot ([`super::temp`]), each write refreshing the temporary key's
@@ -853,6 +853,14 @@ impl ChunkReader {
         })
     }
 
+    /// Where the next list, zset or string window starts.
+    fn index(&self) -> i64 {
+        match self.position {
+            Position::Index(index) => index,
+            _ => 0,
+        }
+    }
+
     fn cursor(&self) -> &str {
         match &self.position {
             Position::Cursor(cursor) => cursor,
@@ -863,11 +871,10 @@ impl ChunkReader {
     fn queue(&self, pipe: &mut CommandBuffer, key: &[u8]) {
         let count = self.count;
         match &self.key_type {
-            KeyType::Hash | KeyType::Set | KeyType::ZSet => {
+            KeyType::Hash | KeyType::Set => {
                 let command = match self.key_type {
                     KeyType::Hash => "HSCAN",
-                    KeyType::Set => "SSCAN",
-                    _ => "ZSCAN",
+                    _ => "SSCAN",
                 };
                 pipe.cmd(command)
                     .arg(key)
@@ -876,14 +883,23 @@ impl ChunkReader {
                     .arg(count);
             }
             KeyType::List => {
-                let start = match self.position {
-                    Position::Index(index) => index,
-                    _ => 0,
-                };
+                let start = self.index();
                 pipe.cmd("LRANGE")
                     .arg(key)
                     .arg(start)
                     .arg(start + count as i64 - 1);
+            }
+            // By rank rather than ZSCAN: in score order, each chunk lands at
+            // the end of the target's skiplist (measured several times
+            // faster than inserting in hash order), and the reads are as
+            // cheap as LRANGE's.
+            KeyType::ZSet => {
+                let start = self.index();
+                pipe.cmd("ZRANGE")
+                    .arg(key)
+                    .arg(start)
+                    .arg(start + count as i64 - 1)
+                    .arg("WITHSCORES");
             }
             KeyType::String => {
                 let start = match self.position {
@@ -916,11 +932,16 @@ impl ChunkReader {
 
     fn interpret(&mut self, reply: Value) -> Result<Chunk> {
         match self.key_type.clone() {
-            KeyType::Hash | KeyType::Set | KeyType::ZSet => self.scan_chunk(reply),
+            KeyType::Hash | KeyType::Set => self.scan_chunk(reply),
             KeyType::List => {
                 let items = byte_items(reply, "LRANGE")?;
                 self.advance_index(items.len(), self.count);
                 Ok(Chunk::Items(items))
+            }
+            KeyType::ZSet => {
+                let pairs = byte_pairs(reply, "ZRANGE")?;
+                self.advance_index(pairs.len(), self.count);
+                Ok(Chunk::Scored(pairs))
             }
             KeyType::String => {
                 let offset = match self.position {
@@ -971,7 +992,6 @@ impl ChunkReader {
         };
         Ok(match self.key_type {
             KeyType::Set => Chunk::Members(byte_items(elements, "SSCAN")?),
-            KeyType::ZSet => Chunk::Scored(byte_pairs(elements, "ZSCAN")?),
             _ => Chunk::Fields {
                 fields: byte_pairs(elements, "HSCAN")?,
                 expiries: Vec::new(),
