@@ -543,3 +543,107 @@ fn slot_owned_by(slots: &[redis::Value], slot: u16, port: u16) -> bool {
         (*first..=*last).contains(&(slot as i64)) && serves_port
     })
 }
+
+/// The child of [`a_copier_killed_in_the_middle_of_a_big_key_leaves_a_temp_key_that_expires_and_is_cleaned`]:
+/// copies a big list slowly, to be SIGKILLed halfway. Does nothing unless
+/// the parent runs it (with the servers' ports in the environment).
+#[test]
+#[ignore = "run by the SIGKILL test as its child process"]
+fn child_copies_a_big_key_slowly_until_killed() {
+    let (Ok(source), Ok(target)) = (
+        std::env::var("BIGKEY_CHILD_SOURCE"),
+        std::env::var("BIGKEY_CHILD_TARGET"),
+    ) else {
+        return;
+    };
+    let connect = |role, url: &str| {
+        let endpoint = Endpoint::parse(role, url).unwrap();
+        redis_ferry::connection::NodeConnection::open(
+            &endpoint,
+            Duration::from_secs(30),
+            Shutdown::new(),
+        )
+        .unwrap()
+    };
+    let mut from = connect(Role::Source, &source);
+    let mut to = connect(Role::Target, &target);
+    let source_caps = redis_ferry::capabilities::Capabilities::detect(&mut from).unwrap();
+    let target_caps = redis_ferry::capabilities::Capabilities::detect(&mut to).unwrap();
+    let options = BigKeyOptions {
+        limits: BuildLimits {
+            elements: 5,
+            bytes: 64 * 1024,
+        },
+        ..BigKeyOptions::new("job-killed")
+    };
+    let mut ends = BigKeyEnds {
+        source: &mut from,
+        source_caps: &source_caps,
+        target: &mut to,
+        target_caps: &target_caps,
+    };
+    copy_big_key(&mut ends, b"big:list", &options).unwrap();
+}
+
+#[test]
+fn a_copier_killed_in_the_middle_of_a_big_key_leaves_a_temp_key_that_expires_and_is_cleaned() {
+    let source = RedisServer::start();
+    let target = RedisServer::start();
+    big_list(&source, 50_000);
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--ignored",
+            "--exact",
+            "child_copies_a_big_key_slowly_until_killed",
+            "--nocapture",
+        ])
+        .env("BIGKEY_CHILD_SOURCE", source.url())
+        .env("BIGKEY_CHILD_TARGET", target.url())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the child test runs");
+    let temp = temp_key_name("job-killed", b"big:list");
+    let mut connection = target.connection();
+    wait_until(
+        "the child to build part of the key",
+        Duration::from_secs(120),
+        || {
+            let length: i64 = redis::cmd("LLEN")
+                .arg(&temp)
+                .query(&mut connection)
+                .unwrap();
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the child ended before it was killed"
+            );
+            length >= 1_000
+        },
+    );
+    child.kill().expect("SIGKILL");
+    child.wait().unwrap();
+    let pttl: i64 = redis::cmd("PTTL")
+        .arg(&temp)
+        .query(&mut connection)
+        .unwrap();
+    assert!(
+        pttl > 0,
+        "the half-built temporary key expires by itself (PTTL {pttl})"
+    );
+    let exists: i64 = redis::cmd("EXISTS")
+        .arg("big:list")
+        .query(&mut connection)
+        .unwrap();
+    assert_eq!(exists, 0, "the real key never appeared half-built");
+
+    // What resume does: remove the job's temporary keys, copy again.
+    let endpoint = Endpoint::parse(Role::Target, &target.url()).unwrap();
+    let mut side = Side::connect(&endpoint, Duration::from_secs(30), &Shutdown::new()).unwrap();
+    assert_eq!(
+        cleanup_temp_keys(&mut side, &[0], Some("job-killed")).unwrap(),
+        1
+    );
+    let copied = copy(&source, &target, b"big:list", &options("job-killed"));
+    assert_eq!(copied.result.outcome, Outcome::Restored);
+    assert_eq!(list_of(&target, b"big:list"), list_of(&source, b"big:list"));
+}
