@@ -236,8 +236,10 @@ impl Copier {
                 let mut ends = BigKeyEnds {
                     source: from,
                     source_caps,
+                    source_db: 0,
                     target: to,
                     target_caps,
+                    target_db: 0,
                 };
                 let copied = copy_big_key(&mut ends, key.as_bytes(), options)?;
                 if copied.result.outcome != Outcome::Restored {

@@ -63,8 +63,10 @@ fn big_keys_are_copied_with_bounded_memory() {
         let mut ends = BigKeyEnds {
             source: &mut from,
             source_caps: &source_caps,
+            source_db: 0,
             target: &mut to,
             target_caps: &target_caps,
+            target_db: 0,
         };
         let copied = copy_big_key(&mut ends, key, &options).unwrap();
         let growth_mb = status_kb("VmHWM:").saturating_sub(before_kb) / 1024;

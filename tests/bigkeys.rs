@@ -47,8 +47,10 @@ fn copy(
     let mut ends = BigKeyEnds {
         source: &mut from,
         source_caps: &source_caps,
+        source_db: 0,
         target: &mut to,
         target_caps: &target_caps,
+        target_db: 0,
     };
     copy_big_key(&mut ends, key, options).expect("no job-level failure")
 }
@@ -579,8 +581,10 @@ fn child_copies_a_big_key_slowly_until_killed() {
     let mut ends = BigKeyEnds {
         source: &mut from,
         source_caps: &source_caps,
+        source_db: 0,
         target: &mut to,
         target_caps: &target_caps,
+        target_db: 0,
     };
     copy_big_key(&mut ends, b"big:list", &options).unwrap();
 }

@@ -13,7 +13,7 @@ use common::RedisServer;
 use common::versions::{
     ALL_VERSIONS, Comparable, REDIS_7_0, REDIS_8_2, ServerVersion, VALKEY_8_1, VALKEY_9_1,
     assert_same_shape, capabilities, copy_by_commands, fill_every_type_for, node_connection,
-    servers_dir, shape,
+    servers_dir, shape, write_by_commands,
 };
 use redis::ConnectionLike;
 use redis_ferry::capabilities::{
@@ -22,6 +22,7 @@ use redis_ferry::capabilities::{
 };
 use redis_ferry::endpoint::Role;
 use redis_ferry::options::RestoreMode;
+use redis_ferry::rebuild::read::{SourceReads, read_values};
 use redis_ferry::server::Fork;
 
 /// Every version of the matrix, each started once for the whole test.
@@ -293,4 +294,49 @@ fn the_probe_never_dumps_a_big_key() {
     // RANDOMKEY picks one of the two; a few probes find the small one.
     let probed = (0..20).any(|_| capabilities(&server).rdb_version_probed);
     assert!(probed);
+}
+
+#[test]
+fn values_are_read_at_the_node_serving_each_key_of_a_cluster_source() {
+    let cluster = common::RedisCluster::start();
+    let mut cluster_connection = cluster.connection();
+    let keys = fill_every_type_for(&mut cluster_connection, &REDIS_7_0);
+    let endpoint = redis_ferry::endpoint::Endpoint::parse(Role::Source, &cluster.url()).unwrap();
+    let mut side = redis_ferry::side::Side::connect(
+        &endpoint,
+        std::time::Duration::from_secs(30),
+        &redis_ferry::interrupt::Shutdown::new(),
+    )
+    .unwrap();
+    let source_caps = capabilities(&cluster.nodes[0]);
+    let reads = SourceReads::new(&source_caps, redis_ferry::options::TtlMode::Relative);
+    let types = vec![None; keys.len()];
+    let values = read_values(&mut side, 0, &keys, types, reads).expect("read from the cluster");
+    let target = VALKEY_9_1.start();
+    let target_caps = capabilities(&target);
+    let mut to = node_connection(&target, Role::Target);
+    for (key, read) in keys.iter().zip(values) {
+        write_by_commands(&mut to, key, read, &target_caps)
+            .unwrap()
+            .unwrap_or_else(|e| panic!("{:?}: {e}", String::from_utf8_lossy(key)));
+    }
+    let comparable = Comparable::between(&REDIS_7_0, &VALKEY_9_1);
+    for key in &keys {
+        let node = cluster
+            .primaries()
+            .into_iter()
+            .find(|node| {
+                // Another node answers MOVED.
+                let exists: i64 = redis::cmd("EXISTS")
+                    .arg(key)
+                    .query(&mut node.connection())
+                    .unwrap_or(0);
+                exists == 1
+            })
+            .expect("a primary holds the key");
+        let what = format!("{:?}", String::from_utf8_lossy(key));
+        let expected = shape(&mut node.connection(), key, comparable).unwrap();
+        let copied = shape(&mut target.connection(), key, comparable).unwrap();
+        assert_same_shape(&what, &expected, &copied, 1000);
+    }
 }

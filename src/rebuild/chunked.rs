@@ -100,12 +100,15 @@ pub struct BigKeyCopy {
 /// The two servers of one big key's copy.
 pub struct BigKeyEnds<'a> {
     /// A connection of its own (its WATCH must not be shared), on the node
-    /// serving the key, in the source database.
+    /// serving the key.
     pub source: &'a mut NodeConnection,
     pub source_caps: &'a Capabilities,
-    /// Likewise on the target, in the target database.
+    /// The database the key is in on the source.
+    pub source_db: i64,
+    /// Likewise on the target.
     pub target: &'a mut NodeConnection,
     pub target_caps: &'a Capabilities,
+    pub target_db: i64,
 }
 
 /// How one attempt ended.
@@ -196,6 +199,8 @@ fn copy_once(
     options: &BigKeyOptions,
 ) -> Result<(Attempt, u64)> {
     let temp = temp_key_name(&options.job, key);
+    ends.source.select(ends.source_db);
+    ends.target.select(ends.target_db);
     let target_reconnects = ends.target.reconnects();
     ends.target.command(redis::cmd("WATCH").arg(key))?;
     let source_reconnects = ends.source.reconnects();

@@ -17,6 +17,8 @@
 //! commands of a round are not atomic; a key written between rounds is what
 //! the writer's fence (`WATCH` on the source) catches.
 
+use std::cell::RefCell;
+
 use anyhow::Result;
 use redis::Value;
 
@@ -26,8 +28,9 @@ use super::{HashValue, KeyType, KeyValue, module_type_error};
 use crate::capabilities::Capabilities;
 use crate::clock::now_ms;
 use crate::connection::{NodeConnection, classify, error_text};
-use crate::copy::{Step, Ttl, step_for_error};
+use crate::copy::{Step, Ttl, route_rounds, step_for_error};
 use crate::options::TtlMode;
+use crate::side::Side;
 use crate::wire::CommandBuffer;
 
 /// How many rounds one key may take before it counts as changing too often.
@@ -416,4 +419,50 @@ pub fn read_key(
             Step::Fatal(reason) => anyhow::bail!("{reason}"),
         }
     }
+}
+
+/// Reads the whole values of `keys` in `db` (a type per key if known),
+/// each at the node that serves it (MOVED / ASK followed), one pipeline per
+/// node per round, until every key is done, gone or failed. For small keys:
+/// each value is held whole.
+pub fn read_values(
+    side: &mut Side,
+    db: i64,
+    keys: &[Vec<u8>],
+    types: Vec<Option<KeyType>>,
+    reads: SourceReads,
+) -> Result<Vec<ReadProgress>> {
+    let states = RefCell::new(
+        types
+            .into_iter()
+            .map(|key_type| KeyRead::new(key_type, reads))
+            .collect::<Vec<_>>(),
+    );
+    let mut results: Vec<Option<ReadProgress>> = vec![None; keys.len()];
+    let mut pending: Vec<usize> = (0..keys.len()).collect();
+    while !pending.is_empty() {
+        let addresses = pending
+            .iter()
+            .map(|&index| side.address_for_key(&keys[index]))
+            .collect();
+        let round = route_rounds(
+            side,
+            db,
+            addresses,
+            |pipe, item| states.borrow()[pending[item]].queue(pipe, &keys[pending[item]]),
+            |item, replies| states.borrow_mut()[pending[item]].interpret(replies),
+        )?;
+        let mut unfinished = Vec::new();
+        for (item, progress) in round.into_iter().enumerate() {
+            match progress {
+                ReadProgress::Unfinished => unfinished.push(pending[item]),
+                done => results[pending[item]] = Some(done),
+            }
+        }
+        pending = unfinished;
+    }
+    Ok(results
+        .into_iter()
+        .map(|result| result.expect("every key ends done, gone or failed"))
+        .collect())
 }

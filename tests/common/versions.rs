@@ -173,7 +173,19 @@ pub fn copy_by_commands(
     target_caps: &Capabilities,
 ) -> Result<Result<(), String>, String> {
     let reads = SourceReads::new(source_caps, TtlMode::Relative);
-    let (value, ttl) = match read_key(source, key, None, reads).map_err(|e| format!("{e:#}"))? {
+    let read = read_key(source, key, None, reads).map_err(|e| format!("{e:#}"))?;
+    write_by_commands(target, key, read, target_caps)
+}
+
+/// Writes a value read by the rebuild reads: `MULTI; UNLINK key; <build>;
+/// EXEC`. `Ok(Err(reason))` when the key fails.
+pub fn write_by_commands(
+    target: &mut NodeConnection,
+    key: &[u8],
+    read: ReadProgress,
+    target_caps: &Capabilities,
+) -> Result<Result<(), String>, String> {
+    let (value, ttl) = match read {
         ReadProgress::Done { value, ttl } => (value, ttl),
         ReadProgress::Failed(reason) => return Ok(Err(reason)),
         other => return Err(format!("unexpected read result {other:?}")),
@@ -239,7 +251,10 @@ impl Comparable {
     }
 }
 
-fn q<T: redis::FromRedisValue>(connection: &mut redis::Connection, command: &redis::Cmd) -> T {
+fn q<T: redis::FromRedisValue>(
+    connection: &mut dyn redis::ConnectionLike,
+    command: &redis::Cmd,
+) -> T {
     command.query(connection).unwrap_or_else(|e| {
         panic!(
             "{:?} failed: {e}",
@@ -475,7 +490,7 @@ pub fn assert_same_shape(what: &str, source: &Shape, target: &Shape, tolerance_m
 /// pending entries, an empty stream with a group), written with commands
 /// `version` has. Returns the key names.
 pub fn fill_every_type_for(
-    connection: &mut redis::Connection,
+    connection: &mut dyn redis::ConnectionLike,
     version: &ServerVersion,
 ) -> Vec<Vec<u8>> {
     let mut keys: Vec<Vec<u8>> = Vec::new();
