@@ -529,15 +529,17 @@ fn write_chunks(
         if let Some(end) = outcome {
             return Ok(Written::Stopped(end, bytes));
         }
-        if first || plan.is_some() {
-            // An empty value never gets here (Redis has no empty
-            // collections), but a stream's groups and counters come last.
-            let pipe = final_commands(temp, plan.as_mut(), target_caps, options, first)?;
-            if let Some(end) = send_chunk(target, &pipe)? {
-                return Ok(Written::Stopped(end, bytes));
-            }
+        let Some(plan) = plan.as_mut() else {
+            // Every read yields a chunk, so only a key that vanished in
+            // between gets here with nothing: the source's fence decides.
+            return Ok(Written::Done(bytes));
+        };
+        // A stream's groups, pending entries and counters come last.
+        let pipe = stream_tail_commands(temp, plan, target_caps, options, first);
+        match send_chunk(target, &pipe)? {
+            Some(end) => Ok(Written::Stopped(end, bytes)),
+            None => Ok(Written::Done(bytes)),
         }
-        Ok(Written::Done(bytes))
     })
 }
 
@@ -638,23 +640,16 @@ fn queue_string_piece(
 
 /// A stream's remaining placeholders, groups, consumers, pending entries
 /// and counters (or the creation of an empty stream).
-fn final_commands(
+fn stream_tail_commands(
     temp: &[u8],
-    plan: Option<&mut StreamPlan>,
+    plan: &mut StreamPlan,
     target: &Capabilities,
     options: &BigKeyOptions,
     nothing_written: bool,
-) -> Result<CommandBuffer> {
+) -> CommandBuffer {
     let mut pipe = CommandBuffer::new();
-    let Some(plan) = plan else {
-        bail!("the key had no elements to copy");
-    };
     let rest = &plan.placeholders[plan.next_placeholder..];
     queue_entries(&mut pipe, temp, &[], rest);
-    let stream = StreamValue {
-        groups: std::mem::take(&mut plan.groups),
-        ..StreamValue::default()
-    };
     if nothing_written && plan.placeholders.is_empty() {
         pipe.cmd("XGROUP")
             .arg("CREATE")
@@ -667,7 +662,7 @@ fn final_commands(
             .arg(temp)
             .arg("redis-ferry-placeholder");
     }
-    for group in &stream.groups {
+    for group in &plan.groups {
         queue_group(&mut pipe, temp, group, target);
     }
     if !plan.placeholders.is_empty() {
@@ -677,23 +672,13 @@ fn final_commands(
             command.arg(id.to_string());
         }
     }
-    Ok(pipe_with_counters(pipe, temp, plan, target, options))
-}
-
-fn pipe_with_counters(
-    mut pipe: CommandBuffer,
-    temp: &[u8],
-    plan: &StreamPlan,
-    target: &Capabilities,
-    options: &BigKeyOptions,
-) -> CommandBuffer {
-    let stream = StreamValue {
+    let counters = StreamValue {
         last_id: plan.counters.last_id,
         entries_added: plan.counters.entries_added,
         max_deleted_id: plan.counters.max_deleted_id,
         ..StreamValue::default()
     };
-    queue_set_id(&mut pipe, temp, &stream, target);
+    queue_set_id(&mut pipe, temp, &counters, target);
     pipe.cmd("PEXPIRE").arg(temp).arg(options.temp_ttl_ms);
     pipe
 }
