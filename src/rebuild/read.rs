@@ -7,9 +7,11 @@
 //! is done, gone, failed, or needs another round. Most keys take one round:
 //! `TYPE`, the value (`GET`, `LRANGE`, `SMEMBERS`, `ZRANGE ... WITHSCORES`,
 //! `HGETALL`, `XINFO STREAM ... FULL`), then `PTTL` (or `PEXPIRETIME`). Two
-//! take a second round: a hash on a server with field TTLs (`HPEXPIRETIME`
-//! needs the field names) and a stream with groups on Redis 5
-//! (`XINFO CONSUMERS` and `XPENDING` per group).
+//! take a second round: a hash whose fields may have TTLs (`HPEXPIRETIME`
+//! needs the field names; a `listpack`-encoded hash has none, so only
+//! hashes encoded otherwise on a server with field TTLs take it) and a
+//! stream with groups on Redis 5 (`XINFO CONSUMERS` and `XPENDING` per
+//! group).
 //!
 //! The TTL is read after the value, in the last round, for the reason
 //! [`crate::copy`] gives for DUMP + PTTL. `TYPE` leads each round: a key
@@ -111,7 +113,7 @@ impl KeyRead {
         pipe.cmd("TYPE").arg(key);
         let reads = match &self.stage {
             Stage::Type => return 1,
-            Stage::Value(key_type) => queue_value(pipe, key, key_type, self.reads.xinfo_full),
+            Stage::Value(key_type) => queue_value(pipe, key, key_type, self.reads),
             Stage::FieldTtls(hash) => {
                 let mut command = pipe.cmd("HPEXPIRETIME");
                 command.arg(key).arg("FIELDS").arg(hash.fields.len());
@@ -168,9 +170,7 @@ impl KeyRead {
         let value = match stage {
             Stage::Type => unreachable!("a TYPE-only round returns above"),
             Stage::Value(key_type) => match self.read_value(&key_type, reads)? {
-                FirstRound::Value(KeyValue::Hash(hash))
-                    if self.reads.field_ttls && !hash.fields.is_empty() =>
-                {
+                FirstRound::FieldTtls(hash) => {
                     self.stage = Stage::FieldTtls(hash);
                     return Ok(Step::Done(ReadProgress::Unfinished));
                 }
@@ -224,10 +224,19 @@ impl KeyRead {
             KeyType::List => KeyValue::List(byte_items(first, "LRANGE")?),
             KeyType::Set => KeyValue::Set(byte_items(first, "SMEMBERS")?),
             KeyType::ZSet => KeyValue::ZSet(byte_pairs(first, "ZRANGE")?),
-            KeyType::Hash => KeyValue::Hash(HashValue {
-                fields: byte_pairs(first, "HGETALL")?,
-                field_expiries: Vec::new(),
-            }),
+            KeyType::Hash => {
+                let hash = HashValue {
+                    fields: byte_pairs(first, "HGETALL")?,
+                    field_expiries: Vec::new(),
+                };
+                let may_have_field_ttls = self.reads.field_ttls
+                    && !hash.fields.is_empty()
+                    && text(take(&mut reads[1]), "OBJECT ENCODING")? != "listpack";
+                if may_have_field_ttls {
+                    return Ok(FirstRound::FieldTtls(hash));
+                }
+                KeyValue::Hash(hash)
+            }
             KeyType::Stream if self.reads.xinfo_full => {
                 KeyValue::Stream(Box::new(stream::parse_full(first)?))
             }
@@ -256,6 +265,8 @@ impl KeyRead {
 /// What the first round of a key's reads found.
 enum FirstRound {
     Value(KeyValue),
+    /// A hash whose fields may have TTLs: read them in the next round.
+    FieldTtls(HashValue),
     /// A stream with groups on Redis 5: their consumers and pending
     /// entries are read in the next round.
     StreamGroups(Box<StreamValue>, Vec<GroupSummary>),
@@ -268,8 +279,9 @@ fn queue_value(
     pipe: &mut CommandBuffer,
     key: &[u8],
     key_type: &KeyType,
-    xinfo_full: bool,
+    reads: SourceReads,
 ) -> usize {
+    let xinfo_full = reads.xinfo_full;
     match key_type {
         KeyType::String => {
             pipe.cmd("GET").arg(key);
@@ -282,6 +294,13 @@ fn queue_value(
         }
         KeyType::ZSet => {
             pipe.cmd("ZRANGE").arg(key).arg(0).arg(-1).arg("WITHSCORES");
+        }
+        KeyType::Hash if reads.field_ttls => {
+            pipe.cmd("HGETALL").arg(key);
+            // `listpack`: no field has a TTL (those are `listpackex` on
+            // Redis, `hashtable` on Valkey), so no HPEXPIRETIME round.
+            pipe.cmd("OBJECT").arg("ENCODING").arg(key);
+            return 2;
         }
         KeyType::Hash => {
             pipe.cmd("HGETALL").arg(key);
@@ -465,4 +484,123 @@ pub fn read_values(
         .into_iter()
         .map(|result| result.expect("every key ends done, gone or failed"))
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn bulk(text: &str) -> Value {
+        Value::BulkString(text.as_bytes().to_vec())
+    }
+
+    fn status(text: &str) -> Value {
+        Value::SimpleString(text.to_string())
+    }
+
+    fn reads(field_ttls: bool) -> SourceReads {
+        SourceReads {
+            field_ttls,
+            xinfo_full: true,
+            ttl_mode: TtlMode::Relative,
+        }
+    }
+
+    fn queued(read: &KeyRead) -> String {
+        let mut pipe = CommandBuffer::new();
+        read.queue(&mut pipe, b"k");
+        String::from_utf8_lossy(pipe.bytes()).into_owned()
+    }
+
+    #[test]
+    fn a_listpack_hash_is_done_in_one_round_and_another_encoding_asks_for_field_ttls() {
+        let pairs = || Value::Array(vec![bulk("f"), bulk("v")]);
+        let mut read = KeyRead::new(Some(KeyType::Hash), reads(true));
+        assert!(queued(&read).contains("OBJECT"));
+        let mut replies = [status("hash"), pairs(), bulk("listpack"), Value::Int(-1)];
+        match read.interpret(&mut replies) {
+            Step::Done(ReadProgress::Done { value, ttl }) => {
+                assert_eq!(ttl, Ttl::Persistent);
+                assert!(matches!(value, KeyValue::Hash(hash) if hash.fields.len() == 1));
+            }
+            other => panic!("{other:?}"),
+        }
+        let mut read = KeyRead::new(Some(KeyType::Hash), reads(true));
+        let mut replies = [status("hash"), pairs(), bulk("listpackex"), Value::Int(-1)];
+        assert!(matches!(
+            read.interpret(&mut replies),
+            Step::Done(ReadProgress::Unfinished)
+        ));
+        assert!(queued(&read).contains("HPEXPIRETIME"));
+        let mut replies = [
+            status("hash"),
+            Value::Array(vec![Value::Int(1_900_000_000_000)]),
+            Value::Int(5_000),
+        ];
+        match read.interpret(&mut replies) {
+            Step::Done(ReadProgress::Done {
+                value: KeyValue::Hash(hash),
+                ttl,
+            }) => {
+                assert_eq!(
+                    hash.field_expiries,
+                    vec![(b"f".to_vec(), 1_900_000_000_000)]
+                );
+                assert_eq!(ttl, Ttl::Remaining(5_000));
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_key_that_changed_type_is_read_again_as_its_new_type() {
+        let mut read = KeyRead::new(Some(KeyType::Set), reads(false));
+        let mut replies = [status("list"), Value::Array(vec![]), Value::Int(-1)];
+        assert!(matches!(
+            read.interpret(&mut replies),
+            Step::Done(ReadProgress::Unfinished)
+        ));
+        assert!(queued(&read).contains("LRANGE"));
+    }
+
+    #[test]
+    fn unknown_types_are_asked_first_and_gone_keys_are_gone() {
+        let mut read = KeyRead::new(None, reads(false));
+        assert_eq!(queued(&read), "*2\r\n$4\r\nTYPE\r\n$1\r\nk\r\n");
+        assert!(matches!(
+            read.interpret(&mut [status("string")]),
+            Step::Done(ReadProgress::Unfinished)
+        ));
+        assert!(queued(&read).contains("GET"));
+        let mut replies = [status("string"), bulk("v"), Value::Int(-2)];
+        assert!(matches!(
+            read.interpret(&mut replies),
+            Step::Done(ReadProgress::Gone)
+        ));
+        let mut read = KeyRead::new(None, reads(false));
+        assert!(matches!(
+            read.interpret(&mut [status("none")]),
+            Step::Done(ReadProgress::Gone)
+        ));
+    }
+
+    #[test]
+    fn module_types_fail_and_a_key_that_never_settles_fails() {
+        let mut read = KeyRead::new(None, reads(false));
+        match read.interpret(&mut [status("ReJSON-RL")]) {
+            Step::Done(ReadProgress::Failed(reason)) => assert!(reason.contains("RedisJSON")),
+            other => panic!("{other:?}"),
+        }
+        let mut read = KeyRead::new(Some(KeyType::Set), reads(false));
+        let mut last = None;
+        for _ in 0..=MAX_ROUNDS {
+            let mut replies = [status("list"), Value::Array(vec![]), Value::Int(-1)];
+            last = Some(read.interpret(&mut replies));
+            read = KeyRead {
+                stage: Stage::Value(KeyType::Set),
+                ..read
+            };
+        }
+        assert!(matches!(last, Some(Step::Done(ReadProgress::Failed(_)))));
+    }
 }
