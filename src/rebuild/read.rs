@@ -98,8 +98,10 @@ impl KeyRead {
     /// `key_type`: what `TYPE` (or SCAN TYPE) said, if known.
     pub fn new(key_type: Option<KeyType>, reads: SourceReads) -> KeyRead {
         let stage = match key_type {
+            // A module type goes through TYPE, which fails it with the
+            // module named.
+            Some(KeyType::Module(_)) | None => Stage::Type,
             Some(key_type) => Stage::Value(key_type),
-            None => Stage::Type,
         };
         KeyRead {
             reads,
@@ -110,9 +112,11 @@ impl KeyRead {
 
     /// Appends this round's commands; returns how many.
     pub fn queue(&self, pipe: &mut CommandBuffer, key: &[u8]) -> usize {
-        pipe.cmd("TYPE").arg(key);
         let reads = match &self.stage {
-            Stage::Type => return 1,
+            Stage::Type => {
+                pipe.cmd("TYPE").arg(key);
+                return 1;
+            }
             Stage::Value(key_type) => queue_value(pipe, key, key_type, self.reads),
             Stage::FieldTtls(hash) => {
                 let mut command = pipe.cmd("HPEXPIRETIME");
@@ -124,7 +128,7 @@ impl KeyRead {
             }
             Stage::StreamGroups(_, groups) => queue_group_reads(pipe, key, groups),
         };
-        1 + reads + queue_ttl(pipe, key, self.reads.ttl_mode)
+        reads + queue_ttl(pipe, key, self.reads.ttl_mode)
     }
 
     /// Reads this round's replies (as many as [`KeyRead::queue`] returned).
@@ -142,25 +146,13 @@ impl KeyRead {
     }
 
     fn round(&mut self, replies: &mut [Value]) -> Result<Step<ReadProgress>> {
-        let Some((type_reply, rest)) = replies.split_first_mut() else {
-            anyhow::bail!("no reply to TYPE");
-        };
-        if let Some(step) = error_step(std::slice::from_mut(type_reply)) {
+        if self.stage == Stage::Type {
+            return self.type_round(replies);
+        }
+        if let Some(step) = self.wrong_type_or_error(replies) {
             return Ok(step);
         }
-        let Some(now_type) = KeyType::from_type_reply(&text(take(type_reply), "TYPE")?) else {
-            return Ok(Step::Done(ReadProgress::Gone));
-        };
-        if let KeyType::Module(name) = &now_type {
-            return Ok(Step::Done(ReadProgress::Failed(module_type_error(name))));
-        }
-        if self.expected_type().as_ref() != Some(&now_type) {
-            self.stage = Stage::Value(now_type);
-            return Ok(Step::Done(ReadProgress::Unfinished));
-        }
-        if let Some(step) = self.wrong_type_or_error(rest) {
-            return Ok(step);
-        }
+        let rest = replies;
         let (ttl_reply, reads) = rest.split_last_mut().expect("a TTL follows every read");
         let ttl = match read_ttl(take(ttl_reply), self.reads.ttl_mode)? {
             Some(ttl) => ttl,
@@ -192,13 +184,24 @@ impl KeyRead {
         Ok(Step::Done(ReadProgress::Done { value, ttl }))
     }
 
-    fn expected_type(&self) -> Option<KeyType> {
-        match &self.stage {
-            Stage::Type => None,
-            Stage::Value(key_type) => Some(key_type.clone()),
-            Stage::FieldTtls(_) => Some(KeyType::Hash),
-            Stage::StreamGroups(..) => Some(KeyType::Stream),
+    /// `TYPE` alone: the next round reads the value of that type.
+    fn type_round(&mut self, replies: &mut [Value]) -> Result<Step<ReadProgress>> {
+        let Some(type_reply) = replies.first_mut() else {
+            anyhow::bail!("no reply to TYPE");
+        };
+        if let Some(step) = error_step(std::slice::from_ref(type_reply)) {
+            return Ok(step);
         }
+        Ok(Step::Done(
+            match KeyType::from_type_reply(&text(take(type_reply), "TYPE")?) {
+                None => ReadProgress::Gone,
+                Some(KeyType::Module(name)) => ReadProgress::Failed(module_type_error(&name)),
+                Some(key_type) => {
+                    self.stage = Stage::Value(key_type);
+                    ReadProgress::Unfinished
+                }
+            },
+        ))
     }
 
     /// A WRONGTYPE means the key changed type between `TYPE` and the read:
@@ -221,12 +224,24 @@ impl KeyRead {
                 Value::Nil => return Ok(FirstRound::Changed),
                 other => KeyValue::String(bytes(other, "GET")?),
             },
-            KeyType::List => KeyValue::List(byte_items(first, "LRANGE")?),
-            KeyType::Set => KeyValue::Set(byte_items(first, "SMEMBERS")?),
-            KeyType::ZSet => KeyValue::ZSet(byte_pairs(first, "ZRANGE")?),
+            KeyType::List => match non_empty(byte_items(first, "LRANGE")?) {
+                Some(items) => KeyValue::List(items),
+                None => return Ok(FirstRound::Changed),
+            },
+            KeyType::Set => match non_empty(byte_items(first, "SMEMBERS")?) {
+                Some(items) => KeyValue::Set(items),
+                None => return Ok(FirstRound::Changed),
+            },
+            KeyType::ZSet => match non_empty(byte_pairs(first, "ZRANGE")?) {
+                Some(items) => KeyValue::ZSet(items),
+                None => return Ok(FirstRound::Changed),
+            },
             KeyType::Hash => {
+                let Some(fields) = non_empty(byte_pairs(first, "HGETALL")?) else {
+                    return Ok(FirstRound::Changed);
+                };
                 let hash = HashValue {
-                    fields: byte_pairs(first, "HGETALL")?,
+                    fields,
                     field_expiries: Vec::new(),
                 };
                 let may_have_field_ttls = self.reads.field_ttls
@@ -260,6 +275,12 @@ impl KeyRead {
             KeyType::Module(name) => anyhow::bail!("{}", module_type_error(name)),
         }))
     }
+}
+
+/// Redis has no empty list, set, zset or hash: an empty read means the key
+/// vanished after its TYPE was read.
+fn non_empty<T>(items: Vec<T>) -> Option<Vec<T>> {
+    (!items.is_empty()).then_some(items)
 }
 
 /// What the first round of a key's reads found.
@@ -517,7 +538,8 @@ mod tests {
         let pairs = || Value::Array(vec![bulk("f"), bulk("v")]);
         let mut read = KeyRead::new(Some(KeyType::Hash), reads(true));
         assert!(queued(&read).contains("OBJECT"));
-        let mut replies = [status("hash"), pairs(), bulk("listpack"), Value::Int(-1)];
+        assert!(!queued(&read).contains("TYPE"), "the type is known");
+        let mut replies = [pairs(), bulk("listpack"), Value::Int(-1)];
         match read.interpret(&mut replies) {
             Step::Done(ReadProgress::Done { value, ttl }) => {
                 assert_eq!(ttl, Ttl::Persistent);
@@ -526,14 +548,13 @@ mod tests {
             other => panic!("{other:?}"),
         }
         let mut read = KeyRead::new(Some(KeyType::Hash), reads(true));
-        let mut replies = [status("hash"), pairs(), bulk("listpackex"), Value::Int(-1)];
+        let mut replies = [pairs(), bulk("listpackex"), Value::Int(-1)];
         assert!(matches!(
             read.interpret(&mut replies),
             Step::Done(ReadProgress::Unfinished)
         ));
         assert!(queued(&read).contains("HPEXPIRETIME"));
         let mut replies = [
-            status("hash"),
             Value::Array(vec![Value::Int(1_900_000_000_000)]),
             Value::Int(5_000),
         ];
@@ -552,14 +573,34 @@ mod tests {
         }
     }
 
+    fn wrong_type() -> Value {
+        redis::parse_redis_value(
+            b"-WRONGTYPE Operation against a key holding the wrong kind of value\r\n",
+        )
+        .unwrap()
+    }
+
     #[test]
-    fn a_key_that_changed_type_is_read_again_as_its_new_type() {
+    fn a_key_of_another_type_is_asked_its_type_and_read_again() {
         let mut read = KeyRead::new(Some(KeyType::Set), reads(false));
-        let mut replies = [status("list"), Value::Array(vec![]), Value::Int(-1)];
+        let mut replies = [wrong_type(), Value::Int(-1)];
         assert!(matches!(
             read.interpret(&mut replies),
             Step::Done(ReadProgress::Unfinished)
         ));
+        assert!(queued(&read).starts_with("*2\r\n$4\r\nTYPE"));
+        assert!(matches!(
+            read.interpret(&mut [status("list")]),
+            Step::Done(ReadProgress::Unfinished)
+        ));
+        assert!(queued(&read).contains("LRANGE"));
+    }
+
+    #[test]
+    fn an_empty_collection_means_the_key_changed_and_is_read_again() {
+        let mut read = KeyRead::new(Some(KeyType::List), reads(false));
+        let mut replies = [Value::Array(vec![]), Value::Int(-1)];
+        assert!(matches!(read.interpret(&mut replies), Step::Again(_)));
         assert!(queued(&read).contains("LRANGE"));
     }
 
@@ -572,7 +613,7 @@ mod tests {
             Step::Done(ReadProgress::Unfinished)
         ));
         assert!(queued(&read).contains("GET"));
-        let mut replies = [status("string"), bulk("v"), Value::Int(-2)];
+        let mut replies = [bulk("v"), Value::Int(-2)];
         assert!(matches!(
             read.interpret(&mut replies),
             Step::Done(ReadProgress::Gone)
@@ -586,7 +627,7 @@ mod tests {
 
     #[test]
     fn module_types_fail_and_a_key_that_never_settles_fails() {
-        let mut read = KeyRead::new(None, reads(false));
+        let mut read = KeyRead::new(Some(KeyType::Module("ReJSON-RL".into())), reads(false));
         match read.interpret(&mut [status("ReJSON-RL")]) {
             Step::Done(ReadProgress::Failed(reason)) => assert!(reason.contains("RedisJSON")),
             other => panic!("{other:?}"),
@@ -594,12 +635,9 @@ mod tests {
         let mut read = KeyRead::new(Some(KeyType::Set), reads(false));
         let mut last = None;
         for _ in 0..=MAX_ROUNDS {
-            let mut replies = [status("list"), Value::Array(vec![]), Value::Int(-1)];
+            let mut replies = [wrong_type(), Value::Int(-1)];
             last = Some(read.interpret(&mut replies));
-            read = KeyRead {
-                stage: Stage::Value(KeyType::Set),
-                ..read
-            };
+            read.stage = Stage::Value(KeyType::Set);
         }
         assert!(matches!(last, Some(Step::Done(ReadProgress::Failed(_)))));
     }
