@@ -16,8 +16,9 @@
 //!   (TYPE, the value, PTTL; a second round for hashes' field TTLs) on the
 //!   source (types unknown, so a first round of TYPE: the writer's first
 //!   round, TYPE + MEMORY USAGE for the big-key decision, gives them), then
-//!   `MULTI; UNLINK k; <rebuild::queue_build k> ...; EXEC`, one transaction
-//!   per batch (the writer's fence sends one per batch), on the target.
+//!   `MULTI; UNLINK k1 k2 ...; <rebuild::queue_build k1> ...; EXEC`, one
+//!   transaction per batch (the writer's fence sends one per batch), on the
+//!   target.
 //!
 //! Prints keys/s for each and the ratio.
 
