@@ -651,3 +651,28 @@ fn a_copier_killed_in_the_middle_of_a_big_key_leaves_a_temp_key_that_expires_and
     assert_eq!(copied.result.outcome, Outcome::Restored);
     assert_eq!(list_of(&target, b"big:list"), list_of(&source, b"big:list"));
 }
+
+#[test]
+fn a_target_busy_with_a_script_in_the_middle_of_a_big_key_is_waited_out() {
+    let source = RedisServer::start();
+    let target = RedisServer::start_with(&["--busy-reply-threshold", "50"]);
+    big_list(&source, 20_000);
+    let options = slow_options("job-busy-target");
+    let (copied, _) = copy_while(&source, &target, b"big:list", &options, || {
+        // Two seconds of a script that answers nobody: BUSY for everyone.
+        let script = "local start = tonumber(redis.call('TIME')[1]) \
+                      while tonumber(redis.call('TIME')[1]) < start + 2 do end";
+        let _: () = redis::cmd("EVAL")
+            .arg(script)
+            .arg(0)
+            .query(&mut target.connection())
+            .unwrap();
+    });
+    assert_eq!(
+        copied.result.outcome,
+        Outcome::Restored,
+        "{:?}",
+        copied.result.error
+    );
+    assert_eq!(list_of(&target, b"big:list"), list_of(&source, b"big:list"));
+}

@@ -58,6 +58,9 @@ pub const CHUNKS_IN_FLIGHT: usize = 2;
 const MIN_COUNT: usize = 10;
 /// A pause before copying a key again after it changed.
 const RETRY_PAUSE: Duration = Duration::from_millis(50);
+/// A pause before copying again after a server said LOADING, BUSY,
+/// TRYAGAIN or CLUSTERDOWN.
+const BUSY_PAUSE: Duration = Duration::from_millis(500);
 
 /// How a big key is copied.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -72,6 +75,9 @@ pub struct BigKeyOptions {
     pub max_attempts: u32,
     /// The temporary key's TTL, refreshed with every chunk.
     pub temp_ttl_ms: i64,
+    /// How long servers may answer LOADING / BUSY / TRYAGAIN / CLUSTERDOWN
+    /// before the job stops (as `--reconnect-timeout` does for connections).
+    pub transient_budget: Duration,
 }
 
 impl BigKeyOptions {
@@ -83,6 +89,7 @@ impl BigKeyOptions {
             limits: BuildLimits::default(),
             max_attempts: 5,
             temp_ttl_ms: 10 * 60 * 1000,
+            transient_budget: Duration::from_secs(60),
         }
     }
 }
@@ -120,6 +127,10 @@ enum Attempt {
     Skipped,
     /// Copy it again: the key changed (or a connection was re-established).
     Changed(String),
+    /// Copy it again after a pause, without counting an attempt: a server
+    /// busy loading, a cluster reconfiguring (bounded by
+    /// [`BigKeyOptions::transient_budget`]).
+    Busy(String),
     Failed(String),
 }
 
@@ -133,7 +144,10 @@ pub fn copy_big_key(
 ) -> Result<BigKeyCopy> {
     let mut bytes_copied = 0;
     let mut last_change = String::new();
-    for attempt in 1..=options.max_attempts.max(1) {
+    let busy_since = std::time::Instant::now();
+    let mut attempt = 0;
+    while attempt < options.max_attempts.max(1) {
+        attempt += 1;
         let (end, bytes) = copy_once(ends, key, options)?;
         bytes_copied += bytes;
         let result = match end {
@@ -151,6 +165,17 @@ pub fn copy_big_key(
             Attempt::Changed(reason) => {
                 last_change = reason;
                 std::thread::sleep(RETRY_PAUSE);
+                continue;
+            }
+            Attempt::Busy(reason) => {
+                if busy_since.elapsed() > options.transient_budget {
+                    bail!(
+                        "the servers kept answering {reason:?} for {}s while a big key was copied; giving up",
+                        options.transient_budget.as_secs()
+                    );
+                }
+                attempt -= 1;
+                std::thread::sleep(BUSY_PAUSE);
                 continue;
             }
         };
@@ -198,23 +223,18 @@ fn copy_once(
     key: &[u8],
     options: &BigKeyOptions,
 ) -> Result<(Attempt, u64)> {
-    let temp = temp_key_name(&options.job, key);
     ends.source.select(ends.source_db);
     ends.target.select(ends.target_db);
-    let target_reconnects = ends.target.reconnects();
-    ends.target.command(redis::cmd("WATCH").arg(key))?;
-    let source_reconnects = ends.source.reconnects();
-    let key_type = match watch_source(ends.source, key)? {
-        Some(KeyType::Module(name)) => {
-            return unwatched(ends, Attempt::Failed(module_type_error(&name)));
-        }
-        Some(key_type) => key_type,
-        None => return finish_gone(ends, key, target_reconnects),
+    let temp = temp_key_name(&options.job, key);
+    let watched = Watched {
+        source_reconnects: ends.source.reconnects(),
+        target_reconnects: ends.target.reconnects(),
     };
-    if options.existing == Existing::Skip && exists(ends.target, key)? {
-        return unwatched(ends, Attempt::Skipped);
-    }
-    ends.target.command(redis::cmd("UNLINK").arg(&temp))?;
+    let key_type = match prepare(ends, key, &temp, options)? {
+        Ok(key_type) => key_type,
+        Err(Prepared::Ended(end)) => return unwatched(ends, end),
+        Err(Prepared::Gone) => return finish_gone(ends, key, &watched),
+    };
     let written = match write_chunks(ends, key, &temp, &key_type, options) {
         Ok(written) => written,
         Err(error) => {
@@ -229,59 +249,121 @@ fn copy_once(
             return Ok((end, bytes));
         }
     };
-    let end = finish(
-        ends,
-        key,
-        &temp,
-        options,
-        source_reconnects,
-        target_reconnects,
-    )?;
+    let end = finish(ends, key, &temp, options, &watched)?;
     if !matches!(end, Attempt::Copied { .. }) {
         discard(ends, &temp)?;
     }
     Ok((end, bytes))
 }
 
-/// `WATCH key` and `TYPE key` on the source; `None` when there is no key.
-fn watch_source(source: &mut NodeConnection, key: &[u8]) -> Result<Option<KeyType>> {
-    let mut pipe = CommandBuffer::new();
-    pipe.cmd("WATCH").arg(key);
-    pipe.cmd("TYPE").arg(key);
-    let mut replies = source.pipeline(&pipe)?;
-    let type_reply = replies.pop().unwrap_or(Value::Nil);
-    if let Some(Value::ServerError(error)) = replies.pop() {
-        bail!("WATCH on the source failed: {}", error_text(&error));
-    }
-    Ok(KeyType::from_type_reply(&text(type_reply, "TYPE")?))
+/// The connections' reconnect counts when their WATCHes were set.
+struct Watched {
+    source_reconnects: u64,
+    target_reconnects: u64,
 }
 
-fn exists(target: &mut NodeConnection, key: &[u8]) -> Result<bool> {
-    Ok(int(target.command(redis::cmd("EXISTS").arg(key))?, "EXISTS")? > 0)
+impl Watched {
+    /// Why the fence no longer holds, if a connection was re-established.
+    fn lost(&self, ends: &BigKeyEnds<'_>) -> Option<Attempt> {
+        if ends.source.reconnects() != self.source_reconnects {
+            return Some(Attempt::Changed(reconnected("source")));
+        }
+        if ends.target.reconnects() != self.target_reconnects {
+            return Some(Attempt::Changed(reconnected("target")));
+        }
+        None
+    }
+}
+
+/// How the steps before the first chunk ended, when not with the key's type.
+enum Prepared {
+    Ended(Attempt),
+    /// No such key on the source.
+    Gone,
+}
+
+/// `WATCH` on the target, then `WATCH` + `TYPE` on the source; skips a key
+/// the target has (`--existing skip`); drops an old temporary key.
+fn prepare(
+    ends: &mut BigKeyEnds<'_>,
+    key: &[u8],
+    temp: &[u8],
+    options: &BigKeyOptions,
+) -> Result<std::result::Result<KeyType, Prepared>> {
+    let mut watch = CommandBuffer::new();
+    watch.cmd("WATCH").arg(key);
+    if let Err(end) = send(ends.target, &watch)? {
+        return Ok(Err(Prepared::Ended(end)));
+    }
+    let mut watch_and_type = CommandBuffer::new();
+    watch_and_type.cmd("WATCH").arg(key);
+    watch_and_type.cmd("TYPE").arg(key);
+    let replies = match send(ends.source, &watch_and_type)? {
+        Ok(replies) => replies,
+        Err(end) => return Ok(Err(Prepared::Ended(end))),
+    };
+    let type_name = text(replies.into_iter().nth(1).unwrap_or(Value::Nil), "TYPE")?;
+    let key_type = match KeyType::from_type_reply(&type_name) {
+        None => return Ok(Err(Prepared::Gone)),
+        Some(KeyType::Module(name)) => {
+            return Ok(Err(Prepared::Ended(Attempt::Failed(module_type_error(
+                &name,
+            )))));
+        }
+        Some(key_type) => key_type,
+    };
+    let mut check = CommandBuffer::new();
+    check.cmd("EXISTS").arg(key);
+    check.cmd("UNLINK").arg(temp);
+    let replies = match send(ends.target, &check)? {
+        Ok(replies) => replies,
+        Err(end) => return Ok(Err(Prepared::Ended(end))),
+    };
+    let exists = int(replies.into_iter().next().unwrap_or(Value::Nil), "EXISTS")? > 0;
+    if options.existing == Existing::Skip && exists {
+        return Ok(Err(Prepared::Ended(Attempt::Skipped)));
+    }
+    Ok(Ok(key_type))
+}
+
+/// Sends `pipe`; a server error in a reply ends the attempt (`Ok(Err)`) or,
+/// when no key can get past it, the job (`Err`).
+fn send(
+    connection: &mut NodeConnection,
+    pipe: &CommandBuffer,
+) -> Result<std::result::Result<Vec<Value>, Attempt>> {
+    let replies = connection.pipeline(pipe)?;
+    match replies.iter().find_map(server_error) {
+        Some(error) => key_error(error).map(Err),
+        None => Ok(Ok(replies)),
+    }
 }
 
 /// Ends an attempt that wrote nothing: both WATCHes released.
 fn unwatched(ends: &mut BigKeyEnds<'_>, end: Attempt) -> Result<(Attempt, u64)> {
-    ends.source.command(&redis::cmd("UNWATCH"))?;
-    ends.target.command(&redis::cmd("UNWATCH"))?;
+    let mut unwatch = CommandBuffer::new();
+    unwatch.cmd("UNWATCH");
+    ends.source.pipeline(&unwatch)?;
+    ends.target.pipeline(&unwatch)?;
     Ok((end, 0))
 }
 
 /// The key is gone from the source: delete it on the target too, unless
 /// the application wrote it there meanwhile (then copy again).
-fn finish_gone(
-    ends: &mut BigKeyEnds<'_>,
-    key: &[u8],
-    target_reconnects: u64,
-) -> Result<(Attempt, u64)> {
-    ends.source.command(&redis::cmd("UNWATCH"))?;
+fn finish_gone(ends: &mut BigKeyEnds<'_>, key: &[u8], watched: &Watched) -> Result<(Attempt, u64)> {
+    let mut unwatch = CommandBuffer::new();
+    unwatch.cmd("UNWATCH");
+    ends.source.pipeline(&unwatch)?;
     let mut pipe = CommandBuffer::new();
     pipe.cmd("MULTI");
     pipe.cmd("UNLINK").arg(key);
     pipe.cmd("EXEC");
-    let replies = ends.target.pipeline(&pipe)?;
-    if ends.target.reconnects() != target_reconnects {
-        return Ok((Attempt::Changed(reconnected("target")), 0));
+    let replies = match send(ends.target, &pipe)? {
+        Ok(replies) => replies,
+        Err(end) => return unwatched(ends, end),
+    };
+    if let Some(lost) = watched.lost(ends) {
+        return Ok((lost, 0));
     }
     match replies.last() {
         Some(Value::Nil) => Ok((Attempt::Changed(written_on_target()), 0)),
@@ -304,7 +386,9 @@ fn discard(ends: &mut BigKeyEnds<'_>, temp: &[u8]) -> Result<()> {
     pipe.cmd("UNWATCH");
     pipe.cmd("UNLINK").arg(temp);
     ends.target.pipeline(&pipe)?;
-    ends.source.command(&redis::cmd("UNWATCH"))?;
+    let mut unwatch = CommandBuffer::new();
+    unwatch.cmd("UNWATCH");
+    ends.source.pipeline(&unwatch)?;
     Ok(())
 }
 
@@ -314,37 +398,11 @@ fn finish(
     key: &[u8],
     temp: &[u8],
     options: &BigKeyOptions,
-    source_reconnects: u64,
-    target_reconnects: u64,
+    watched: &Watched,
 ) -> Result<Attempt> {
-    let mut pipe = CommandBuffer::new();
-    pipe.cmd("MULTI");
-    match options.ttl_mode {
-        TtlMode::Relative => pipe.cmd("PTTL").arg(key),
-        TtlMode::Absolute => pipe.cmd("PEXPIRETIME").arg(key),
-    };
-    pipe.cmd("EXEC");
-    let mut replies = ends.source.pipeline(&pipe)?;
-    if ends.source.reconnects() != source_reconnects {
-        return Ok(Attempt::Changed(reconnected("source")));
-    }
-    let ttl = match replies.pop() {
-        Some(Value::Nil) => {
-            return Ok(Attempt::Changed(
-                "the key changed on the source during its copy".to_string(),
-            ));
-        }
-        Some(Value::Array(mut results)) if results.len() == 1 => {
-            match super::read::read_ttl(results.remove(0), options.ttl_mode)? {
-                Some(ttl) => ttl,
-                None => {
-                    return Ok(Attempt::Changed(
-                        "the key expired during its copy".to_string(),
-                    ));
-                }
-            }
-        }
-        other => bail!("the source answered {other:?} to MULTI/EXEC"),
+    let ttl = match source_fence(ends, key, options.ttl_mode, watched)? {
+        Ok(ttl) => ttl,
+        Err(end) => return Ok(end),
     };
     let mut pipe = CommandBuffer::new();
     pipe.cmd("MULTI");
@@ -356,9 +414,12 @@ fn finish(
         pipe.cmd("PERSIST").arg(key);
     }
     pipe.cmd("EXEC");
-    let mut replies = ends.target.pipeline(&pipe)?;
-    if ends.target.reconnects() != target_reconnects {
-        return Ok(Attempt::Changed(reconnected("target")));
+    let mut replies = match send(ends.target, &pipe)? {
+        Ok(replies) => replies,
+        Err(end) => return Ok(end),
+    };
+    if let Some(lost) = watched.lost(ends) {
+        return Ok(lost);
     }
     match replies.pop() {
         Some(Value::Nil) => Ok(Attempt::Changed(written_on_target())),
@@ -366,8 +427,45 @@ fn finish(
             Some(error) => key_error(error),
             None => Ok(Attempt::Copied { ttl }),
         },
-        Some(Value::ServerError(error)) => key_error(&error),
         other => bail!("the target answered {other:?} to MULTI/EXEC"),
+    }
+}
+
+/// `MULTI; PTTL key; EXEC` on the source: the key's TTL if the key did not
+/// change since its WATCH, else how the attempt ends.
+fn source_fence(
+    ends: &mut BigKeyEnds<'_>,
+    key: &[u8],
+    ttl_mode: TtlMode,
+    watched: &Watched,
+) -> Result<std::result::Result<Ttl, Attempt>> {
+    let mut pipe = CommandBuffer::new();
+    pipe.cmd("MULTI");
+    match ttl_mode {
+        TtlMode::Relative => pipe.cmd("PTTL").arg(key),
+        TtlMode::Absolute => pipe.cmd("PEXPIRETIME").arg(key),
+    };
+    pipe.cmd("EXEC");
+    let mut replies = match send(ends.source, &pipe)? {
+        Ok(replies) => replies,
+        Err(end) => return Ok(Err(end)),
+    };
+    if ends.source.reconnects() != watched.source_reconnects {
+        return Ok(Err(Attempt::Changed(reconnected("source"))));
+    }
+    match replies.pop() {
+        Some(Value::Nil) => Ok(Err(Attempt::Changed(
+            "the key changed on the source during its copy".to_string(),
+        ))),
+        Some(Value::Array(mut results)) if results.len() == 1 => {
+            match super::read::read_ttl(results.remove(0), ttl_mode)? {
+                Some(ttl) => Ok(Ok(ttl)),
+                None => Ok(Err(Attempt::Changed(
+                    "the key expired during its copy".to_string(),
+                ))),
+            }
+        }
+        other => bail!("the source answered {other:?} to MULTI/EXEC"),
     }
 }
 
@@ -378,11 +476,11 @@ fn server_error(value: &Value) -> Option<&redis::ServerError> {
     }
 }
 
-/// A target error about this key: `failed`; about the job: `Err`.
+/// A server error about this key: how the attempt ends; about the job: `Err`.
 fn key_error(error: &redis::ServerError) -> Result<Attempt> {
     match classify(error) {
-        ErrorClass::Fatal(reason) => bail!("the target refused a write: {reason}"),
-        ErrorClass::Transient(reason) => Ok(Attempt::Changed(reason)),
+        ErrorClass::Fatal(reason) => bail!("cannot copy a big key: {reason}"),
+        ErrorClass::Transient(reason) => Ok(Attempt::Busy(reason)),
         ErrorClass::Moved { address, .. } | ErrorClass::Ask { address, .. } => {
             Ok(Attempt::Failed(format!(
                 "the key's slot moved to {address} during its chunked copy; `retry` copies it again"
@@ -425,6 +523,7 @@ enum Chunk {
 #[derive(Debug)]
 enum AttemptStop {
     Changed(String),
+    Busy(String),
     Failed(String),
 }
 
@@ -503,6 +602,7 @@ fn write_chunks(
             if let Chunk::Stop(stop) = chunk {
                 outcome = Some(match stop {
                     AttemptStop::Changed(reason) => Attempt::Changed(reason),
+                    AttemptStop::Busy(reason) => Attempt::Busy(reason),
                     AttemptStop::Failed(reason) => Attempt::Failed(reason),
                 });
                 break;
@@ -838,7 +938,7 @@ impl ChunkReader {
             _ if error.code() == "WRONGTYPE" => {
                 AttemptStop::Changed("the key changed type during its copy".to_string())
             }
-            ErrorClass::Transient(reason) => AttemptStop::Changed(reason),
+            ErrorClass::Transient(reason) => AttemptStop::Busy(reason),
             _ => AttemptStop::Failed(error_text(error)),
         })
     }
