@@ -11,12 +11,13 @@
 //!   ([`build::queue_build`]); the caller wraps them in `MULTI` / `EXEC`.
 //! - [`stream`]: reading and rebuilding a stream's groups and pending entries.
 //! - [`chunked`]: one big key copied in chunks, fenced on both sides, built
-//!   under a temporary name and renamed over the key.
+//!   under a temporary name and renamed over the key (its reads: `chunks`).
 //! - [`temp`]: temporary key names in the key's hash slot, and their cleanup.
 //! - [`reply`]: reading replies.
 
 pub mod build;
 pub mod chunked;
+mod chunks;
 pub mod read;
 pub mod reply;
 pub mod stream;
