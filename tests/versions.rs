@@ -340,3 +340,55 @@ fn values_are_read_at_the_node_serving_each_key_of_a_cluster_source() {
         assert_same_shape(&what, &expected, &copied, 1000);
     }
 }
+
+#[test]
+fn valkey_9_relaxed_is_tried_with_restore_and_the_eviction_clock_follows_the_policy() {
+    let source = REDIS_8_2.start_with(&["--maxmemory-policy", "allkeys-lfu"]);
+    let _: () = redis::cmd("SET")
+        .arg("k")
+        .arg("v")
+        .query(&mut source.connection())
+        .unwrap();
+    let source_caps = capabilities(&source);
+    assert_eq!(
+        source_caps.eviction_clock,
+        redis_ferry::capabilities::EvictionClock::Frequency
+    );
+    let strict = capabilities(&VALKEY_9_1.start());
+    assert_eq!(
+        restore_plan(&source_caps, &strict, RestoreMode::Auto).method,
+        PlannedMethod::Commands
+    );
+    let relaxed_server = VALKEY_9_1.start_with(&["--rdb-version-check", "relaxed"]);
+    let relaxed = capabilities(&relaxed_server);
+    assert_eq!(
+        relaxed.rdb_version_check,
+        redis_ferry::capabilities::RdbVersionCheck::Relaxed
+    );
+    let plan = restore_plan(&source_caps, &relaxed, RestoreMode::Auto);
+    assert_eq!(
+        plan.method,
+        PlannedMethod::Restore {
+            fall_back_to_commands: true
+        },
+        "{}",
+        plan.reason
+    );
+    assert!(
+        plan.reason.contains("rdb-version-check relaxed"),
+        "{}",
+        plan.reason
+    );
+    let payload: Vec<u8> = redis::cmd("DUMP")
+        .arg("k")
+        .query(&mut source.connection())
+        .unwrap();
+    let mut restore = redis::cmd("RESTORE");
+    restore.arg("k").arg(0).arg(payload);
+    let reply = relaxed_server.connection().req_command(&restore).unwrap();
+    assert_eq!(
+        reply,
+        redis::Value::Okay,
+        "relaxed Valkey 9.1 loads a Redis 8.2 string"
+    );
+}
