@@ -391,4 +391,16 @@ fn valkey_9_relaxed_is_tried_with_restore_and_the_eviction_clock_follows_the_pol
         redis::Value::Okay,
         "relaxed Valkey 9.1 loads a Redis 8.2 string"
     );
+    // ...but not a hash with field TTLs: the per-key fallback's case.
+    hash_with_field_ttls(&source);
+    let payload: Vec<u8> = redis::cmd("DUMP")
+        .arg("session")
+        .query(&mut source.connection())
+        .unwrap();
+    let mut restore = redis::cmd("RESTORE");
+    restore.arg("session").arg(0).arg(payload);
+    match relaxed_server.connection().req_command(&restore).unwrap() {
+        redis::Value::ServerError(error) => assert!(is_payload_refused(&error), "{error:?}"),
+        other => panic!("expected a refusal, got {other:?}"),
+    }
 }
