@@ -13,6 +13,8 @@
 //! Contenders:
 //! - `ferry-all` / `ferry-failures`: redis-ferry through the library, journal
 //!   on disk, with `--journal-keys all` / `failures`;
+//! - `ferry-nofence`: as `ferry-all` with `--no-fence`, to show what the
+//!   fence against the application's writes costs;
 //! - `migrate`: the reference loop, SCAN COUNT 1000 then per batch
 //!   `MIGRATE host port "" db 5000 COPY REPLACE KEYS k1 ... kN`;
 //! - `replicaof`: Redis's own full sync (REPLICAOF, wait for the link and
@@ -42,7 +44,6 @@ use redis_ferry::exit::Exit;
 use redis_ferry::interrupt::Shutdown;
 use redis_ferry::job::{self, Launch};
 use redis_ferry::options::{CopyOptions, JournalKeys};
-use redis_ferry::progress::ProgressMode;
 use server::{RedisCluster, RedisServer};
 use std::collections::BTreeMap;
 
@@ -62,6 +63,7 @@ fn parse_args() -> Result<Args> {
         keys: 1_000_000,
         contenders: vec![
             "ferry-all".into(),
+            "ferry-nofence".into(),
             "ferry-failures".into(),
             "migrate".into(),
             "replicaof".into(),
@@ -96,6 +98,8 @@ struct Row {
     peak_rss_mb: Option<f64>,
     cpu_total: f64,
     cpu_client: f64,
+    /// CPU seconds of the source and the target server (standalone only).
+    cpu_servers: Option<(f64, f64)>,
     note: String,
 }
 
@@ -137,10 +141,12 @@ fn main() -> Result<()> {
         let cpu_before = (
             process_cpu_seconds(std::process::id())?,
             servers_cpu(&source, &target)?,
+            process_cpu_seconds(source.pid())?,
         );
         let started = Instant::now();
         let (peak, note, child_cpu) = match contender.as_str() {
             "ferry-all" => spawn_ferry(&source, &target, "all", args.scan_count)?,
+            "ferry-nofence" => spawn_ferry(&source, &target, "nofence", args.scan_count)?,
             "ferry-failures" => spawn_ferry(&source, &target, "failures", args.scan_count)?,
             "migrate" => (None, run_migrate(&source, &target, &dbs)?, 0.0),
             "replicaof" => (
@@ -153,6 +159,7 @@ fn main() -> Result<()> {
         let seconds = started.elapsed().as_secs_f64();
         let client = process_cpu_seconds(std::process::id())? - cpu_before.0 + child_cpu;
         let servers = servers_cpu(&source, &target)? - cpu_before.1;
+        let source_cpu = process_cpu_seconds(source.pid())? - cpu_before.2;
         let copied: u64 = dbs
             .iter()
             .map(|db| dbsize(&target, *db))
@@ -168,6 +175,7 @@ fn main() -> Result<()> {
             peak_rss_mb: peak,
             cpu_total: client + servers,
             cpu_client: client,
+            cpu_servers: Some((source_cpu, servers - source_cpu)),
             note,
         });
     }
@@ -215,17 +223,18 @@ fn spawn_ferry_urls(
     Ok((Some(peak), format!("journal {} bytes", fields[2]), cpu))
 }
 
-/// The child side of [`spawn_ferry`]: `--ferry-child SOURCE TARGET all|failures SCAN_COUNT`.
+/// The child side of [`spawn_ferry`]: `--ferry-child SOURCE TARGET all|failures|nofence SCAN_COUNT`.
 fn ferry_child() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(2).collect();
     let [source, target, journal_keys, scan_count] = args.as_slice() else {
-        bail!("--ferry-child SOURCE TARGET all|failures SCAN_COUNT");
+        bail!("--ferry-child SOURCE TARGET all|failures|nofence SCAN_COUNT");
     };
-    let journal_keys = match journal_keys.as_str() {
-        "all" => JournalKeys::All,
-        _ => JournalKeys::Failures,
+    let (journal_keys, no_fence) = match journal_keys.as_str() {
+        "all" => (JournalKeys::All, false),
+        "nofence" => (JournalKeys::All, true),
+        _ => (JournalKeys::Failures, false),
     };
-    let (peak, bytes) = run_ferry(source, target, journal_keys, scan_count.parse()?)?;
+    let (peak, bytes) = run_ferry(source, target, journal_keys, no_fence, scan_count.parse()?)?;
     let cpu = process_cpu_seconds(std::process::id())?;
     println!("FERRY_RESULT {:.1} {cpu:.2} {bytes}", peak.unwrap_or(0.0));
     Ok(())
@@ -237,17 +246,15 @@ fn run_ferry(
     source: &str,
     target: &str,
     journal_keys: JournalKeys,
+    no_fence: bool,
     scan_count: u32,
 ) -> Result<(Option<f64>, u64)> {
     let dir = tempfile::tempdir_in(".")?;
-    let launch = Launch {
-        journal: dir.path().join("bench.db"),
-        progress: ProgressMode::Off,
-        shutdown: Shutdown::new(),
-    };
+    let launch = Launch::new(dir.path().join("bench.db"), Shutdown::new());
     let options = CopyOptions {
         journal_keys,
         scan_count,
+        no_fence,
         ..CopyOptions::default()
     };
     let exit = job::start(
@@ -379,6 +386,7 @@ fn cluster_main(args: &Args) -> Result<()> {
             peak_rss_mb: peak,
             cpu_total: client + servers,
             cpu_client: client,
+            cpu_servers: None,
             note,
         });
     }
@@ -612,6 +620,15 @@ fn print_table(args: &Args, rows: &[Row]) {
             )
         } else {
             row.note.clone()
+        };
+        let note = match row.cpu_servers {
+            Some((source, target)) => format!(
+                "{note}{}server CPU s / M keys: source {:.1}, target {:.1}",
+                if note.is_empty() { "" } else { "; " },
+                per_million(source),
+                per_million(target)
+            ),
+            None => note,
         };
         println!(
             "| {} | {:.2} | {:.0} | {} | {} | {:.2} | {:.2} | {} |",

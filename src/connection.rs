@@ -4,9 +4,20 @@
 //! with server errors left in place (`Value::ServerError`) so the caller can
 //! decide per key. When the connection itself fails (dropped, refused, timed
 //! out) it reconnects with exponential backoff and sends the pipeline again,
-//! up to a time budget; every pipeline redis-ferry sends is safe to repeat
-//! (reads, `RESTORE ... REPLACE`, `DEL`). Past the budget the error stops the
-//! job, which stays resumable.
+//! up to a time budget, saying so in the log. Past the budget the error
+//! stops the job, which stays resumable.
+//!
+//! Resending is safe for reads, `RESTORE ... REPLACE` and `DEL`, but not for
+//! a fenced write: a `WATCH` lives on the connection that sent it, so after
+//! a reconnect the `EXEC` it guarded would run unguarded. Every new
+//! connection gets a new *generation* number; [`NodeConnection::send_fenced`]
+//! sends only on the generation the fence was set up on, and never resends.
+//!
+//! A reconnect also checks who answers: a server whose `run_id` changed
+//! restarted (and may have lost what it held), which is logged at once
+//! (the job compares identities after each pass and acts there); a server
+//! still loading its dataset (`LOADING`) is waited for within the same
+//! budget.
 //!
 //! [`classify`] sorts a server error into the decision it calls for.
 
@@ -15,8 +26,11 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, anyhow, bail};
 use redis::{ConnectionLike, ServerError, ServerErrorKind, Value};
 
-use crate::endpoint::{CONNECT_TIMEOUT, Endpoint, describe_connect_error};
+use crate::endpoint::{
+    CONNECT_TIMEOUT, Endpoint, describe_connect_error, describe_first_connect_error,
+};
 use crate::interrupt::Shutdown;
+use crate::log;
 use crate::wire::CommandBuffer;
 
 /// How long one reply may take before the connection counts as broken.
@@ -24,27 +38,31 @@ use crate::wire::CommandBuffer;
 const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How often a server that answers `LOADING` is asked again.
+const LOADING_POLL: Duration = Duration::from_millis(200);
 
 /// A connection to one node that reconnects on failure.
 pub struct NodeConnection {
     endpoint: Endpoint,
     client: redis::Client,
     connection: Option<redis::Connection>,
+    /// Bumped on every (re)connect: a fence set up on one generation does
+    /// not hold on the next.
+    generation: u64,
     /// The database the open connection has selected.
     selected_db: i64,
     /// The database the next command should run in.
     wanted_db: i64,
+    /// The server's run_id when this connection was opened.
+    run_id: String,
     reconnect_budget: Duration,
     shutdown: Shutdown,
-    /// How many times the connection was opened again after a failure: a
-    /// `WATCH` does not survive that, so fenced procedures compare it
-    /// before and after.
-    reconnects: u64,
 }
 
 impl NodeConnection {
     /// Connects now, so an unreachable server or a wrong password is reported
     /// before any work starts (no retry: the operator should see it at once).
+    /// A server still loading its dataset is waited for.
     pub fn open(
         endpoint: &Endpoint,
         reconnect_budget: Duration,
@@ -53,7 +71,7 @@ impl NodeConnection {
         let client = endpoint.client(0)?;
         let connection = client
             .get_connection_with_timeout(CONNECT_TIMEOUT)
-            .map_err(|error| anyhow!(describe_connect_error(&error)))
+            .map_err(|error| anyhow!(describe_first_connect_error(&error, endpoint)))
             .with_context(|| {
                 format!(
                     "cannot connect to {} {}",
@@ -64,22 +82,20 @@ impl NodeConnection {
         set_timeouts(&connection);
         let mut connection = connection;
         check_authenticated(&mut connection, endpoint)?;
-        Ok(NodeConnection {
+        let mut node = NodeConnection {
             endpoint: endpoint.clone(),
             client,
             connection: Some(connection),
+            generation: 1,
             selected_db: 0,
             wanted_db: 0,
+            run_id: String::new(),
             reconnect_budget,
             shutdown,
-            reconnects: 0,
-        })
-    }
-
-    /// How many times this connection was re-established since it opened
-    /// (a `WATCH` set before a reconnect is gone after it).
-    pub fn reconnects(&self) -> u64 {
-        self.reconnects
+        };
+        node.wait_while_loading(Instant::now())?;
+        node.run_id = node.read_run_id().unwrap_or_default();
+        Ok(node)
     }
 
     pub fn endpoint(&self) -> &Endpoint {
@@ -89,6 +105,21 @@ impl NodeConnection {
     /// `host:port` of this node, for messages and cluster bookkeeping.
     pub fn address(&self) -> String {
         self.endpoint.address.to_string()
+    }
+
+    /// The server's run_id as this connection last saw it.
+    pub fn run_id(&self) -> &str {
+        &self.run_id
+    }
+
+    /// The generation of the connection the next command goes out on (see
+    /// the module doc). Reconnecting changes it.
+    pub fn generation(&self) -> u64 {
+        if self.connection.is_some() {
+            self.generation
+        } else {
+            self.generation + 1
+        }
     }
 
     /// Makes later commands run in `db` (sent lazily with the next pipeline).
@@ -116,13 +147,54 @@ impl NodeConnection {
         self.send_with_retry(pipe.bytes(), pipe.len())
     }
 
+    /// Sends a pipeline once, on connection `generation` only: the
+    /// `EXEC` of a fence set up on that connection. Returns `None`, without
+    /// sending, when that connection is gone, and `None` when it breaks
+    /// while sending (the caller cannot know whether the server ran it).
+    pub fn send_fenced(
+        &mut self,
+        pipe: &CommandBuffer,
+        generation: u64,
+    ) -> Result<Option<Vec<Value>>> {
+        if self.connection.is_none() || self.generation != generation {
+            return Ok(None);
+        }
+        match self.try_send(pipe.bytes(), pipe.len()) {
+            Ok(replies) => Ok(Some(replies)),
+            Err(error) if is_connection_error(&error) => {
+                log::warn(format!(
+                    "lost the connection to {} {} during a fenced write ({}); that batch is copied again",
+                    self.endpoint.role,
+                    self.endpoint.redacted(),
+                    describe_connect_error(&error)
+                ));
+                self.connection = None;
+                Ok(None)
+            }
+            Err(error) => Err(anyhow!(describe_connect_error(&error))).with_context(|| {
+                format!("{} {} failed", self.endpoint.role, self.endpoint.redacted())
+            }),
+        }
+    }
+
     /// Sends already packed commands (`count` of them) with retry.
     pub fn send_with_retry(&mut self, packed: &[u8], count: usize) -> Result<Vec<Value>> {
         let started = Instant::now();
         let mut backoff = FIRST_BACKOFF;
+        let mut lost_since: Option<Instant> = None;
         loop {
             let error = match self.try_send(packed, count) {
-                Ok(replies) => return Ok(replies),
+                Ok(replies) => {
+                    if let Some(since) = lost_since {
+                        log::info(format!(
+                            "reconnected to {} {} after {:.1}s",
+                            self.endpoint.role,
+                            self.endpoint.redacted(),
+                            since.elapsed().as_secs_f64()
+                        ));
+                    }
+                    return Ok(replies);
+                }
                 Err(error) => error,
             };
             if !is_connection_error(&error) {
@@ -131,6 +203,16 @@ impl NodeConnection {
                 });
             }
             self.connection = None;
+            if lost_since.is_none() {
+                lost_since = Some(Instant::now());
+                log::warn(format!(
+                    "lost the connection to {} {} ({}); reconnecting for up to {}s",
+                    self.endpoint.role,
+                    self.endpoint.redacted(),
+                    describe_connect_error(&error),
+                    self.reconnect_budget.as_secs()
+                ));
+            }
             if started.elapsed() >= self.reconnect_budget || self.shutdown.requested() {
                 return Err(anyhow!(describe_connect_error(&error))).with_context(|| {
                     format!(
@@ -148,11 +230,7 @@ impl NodeConnection {
 
     fn try_send(&mut self, packed: &[u8], count: usize) -> redis::RedisResult<Vec<Value>> {
         if self.connection.is_none() {
-            let connection = self.client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
-            set_timeouts(&connection);
-            self.connection = Some(connection);
-            self.selected_db = 0;
-            self.reconnects += 1;
+            self.reconnect()?;
         }
         let connection = self.connection.as_mut().expect("connected above");
         if self.selected_db != self.wanted_db {
@@ -163,6 +241,93 @@ impl NodeConnection {
             self.selected_db = self.wanted_db;
         }
         connection.req_packed_commands(packed, 0, count)
+    }
+
+    /// Opens a new connection: waits while the server loads its dataset,
+    /// and notices when another server process answers (a restart).
+    fn reconnect(&mut self) -> redis::RedisResult<()> {
+        let connection = self.client.get_connection_with_timeout(CONNECT_TIMEOUT)?;
+        set_timeouts(&connection);
+        self.connection = Some(connection);
+        self.generation += 1;
+        self.selected_db = 0;
+        if self.wait_while_loading(Instant::now()).is_err() {
+            self.connection = None;
+            return Err(redis::RedisError::from((
+                redis::ErrorKind::Io,
+                "the server kept loading its dataset",
+            )));
+        }
+        let run_id = self.read_run_id()?;
+        if !self.run_id.is_empty() && run_id != self.run_id {
+            log::warn(format!(
+                "{} {} restarted (its run_id changed): what it held before may be gone; the job checks when this pass ends",
+                self.endpoint.role,
+                self.endpoint.redacted()
+            ));
+        }
+        self.run_id = run_id;
+        Ok(())
+    }
+
+    /// `run_id` from INFO server.
+    fn read_run_id(&mut self) -> redis::RedisResult<String> {
+        let connection = self.connection.as_mut().expect("connected");
+        let reply = connection.req_command(redis::cmd("INFO").arg("server"))?;
+        let text = match reply {
+            Value::BulkString(bytes) => String::from_utf8_lossy(&bytes).into_owned(),
+            Value::VerbatimString { text, .. } => text,
+            _ => String::new(),
+        };
+        Ok(text
+            .lines()
+            .find_map(|line| line.trim_end().strip_prefix("run_id:"))
+            .unwrap_or_default()
+            .to_string())
+    }
+
+    /// A server restarted with persistence answers `LOADING` until its
+    /// dataset is in memory: wait for it within the reconnect budget.
+    fn wait_while_loading(&mut self, started: Instant) -> Result<()> {
+        let mut told = false;
+        loop {
+            let connection = self.connection.as_mut().expect("connected");
+            let loading = match connection.req_command(&redis::cmd("PING")) {
+                Ok(Value::ServerError(error)) => error.kind() == Some(ServerErrorKind::BusyLoading),
+                Err(error) => {
+                    error.kind() == redis::ErrorKind::Server(ServerErrorKind::BusyLoading)
+                }
+                Ok(_) => false,
+            };
+            if !loading {
+                if told {
+                    log::info(format!(
+                        "{} {} has loaded its dataset",
+                        self.endpoint.role,
+                        self.endpoint.redacted()
+                    ));
+                }
+                return Ok(());
+            }
+            if !told {
+                log::warn(format!(
+                    "{} {} is loading its dataset; waiting for up to {}s",
+                    self.endpoint.role,
+                    self.endpoint.redacted(),
+                    self.reconnect_budget.as_secs()
+                ));
+                told = true;
+            }
+            if started.elapsed() >= self.reconnect_budget || self.shutdown.requested() {
+                bail!(
+                    "{} {} was still loading its dataset after {}s",
+                    self.endpoint.role,
+                    self.endpoint.redacted(),
+                    self.reconnect_budget.as_secs()
+                );
+            }
+            std::thread::sleep(LOADING_POLL);
+        }
     }
 }
 

@@ -206,10 +206,10 @@ fn wait_for_settled_slots(source: &mut Side) -> Result<()> {
             return Ok(());
         }
         if !told {
-            eprintln!(
-                "redis-ferry: {} slot(s) of the source cluster are migrating; waiting for the migration to finish before checking coverage",
+            crate::log::info(format!(
+                "{} slot(s) of the source cluster are migrating; waiting for the migration to finish before checking coverage",
                 moving.len()
-            );
+            ));
             told = true;
         }
         if started.elapsed() > limit {

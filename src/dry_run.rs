@@ -130,6 +130,6 @@ pub fn run(source: &mut Side, options: &CopyOptions, shutdown: &Shutdown) -> Res
         Err(_) if shutdown.requested() => return Ok(Exit::Interrupted),
         other => other?,
     };
-    print!("{}", counts.to_text(options));
+    crate::output::print(&counts.to_text(options))?;
     Ok(Exit::Success)
 }

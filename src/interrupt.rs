@@ -41,11 +41,11 @@ pub fn install_handler(shutdown: &Shutdown) -> Result<()> {
     ctrlc::set_handler(move || {
         if presses.fetch_add(1, Ordering::SeqCst) == 0 {
             shutdown.request();
-            eprintln!(
-                "redis-ferry: stopping after the current batch (press Ctrl-C again to exit at once)"
+            crate::log::info(
+                "stopping after the current batch (press Ctrl-C again to exit at once)",
             );
         } else {
-            eprintln!("redis-ferry: exiting now; the journal is consistent, `resume` continues");
+            crate::log::info("exiting now; the journal is consistent, `resume` continues");
             std::process::exit(130);
         }
     })

@@ -8,34 +8,76 @@
 //! into the job's state and the exit code.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result, bail};
 
 use crate::clock::{now_ms, short_duration};
+use crate::copy::{CopySettings, KeyBatch};
 use crate::endpoint::{Endpoint, Role};
 use crate::exit::Exit;
+use crate::hint;
 use crate::interrupt::Shutdown;
 use crate::journal::{CursorRecord, JobRecord, JobState, Journal};
+use crate::log;
 use crate::options::{CopyOptions, JournalKeys};
-use crate::outcome::Outcome;
-use crate::pipeline::{self, Reader, Stop, WriterSettings};
-use crate::progress::{Progress, ProgressMode};
+use crate::outcome::{Outcome, OutcomeCounts};
+use crate::output;
+use crate::pipeline::{self, Lister, PipelineSettings, Stop};
+use crate::progress::{Progress, ProgressSettings, StartLine};
 use crate::rate::RateLimiter;
-use crate::scan::{ReadBatch, ScanTask, scan_task};
-use crate::side::{STANDALONE_NODE, Side};
+use crate::scan::{Listed, ScanTask, scan_task};
+use crate::side::{NodeIdentity, STANDALONE_NODE, Side};
 
 /// Settings of this invocation (not stored in the journal).
 #[derive(Debug, Clone)]
 pub struct Launch {
     pub journal: PathBuf,
-    pub progress: ProgressMode,
+    pub progress: ProgressSettings,
     pub shutdown: Shutdown,
+    /// `--rate` given to `resume` or `retry`: replaces the job's own rate
+    /// for this run only (`Some(None)`: no limit). Not stored, so a later
+    /// command without `--rate` runs at the job's own rate again.
+    pub rate: Option<Option<u64>>,
+    /// `run --existing` was given explicitly: a target that already holds
+    /// keys is accepted (see [`crate::preflight::check_target_holds_keys`]).
+    pub existing_explicit: bool,
 }
 
 impl Launch {
+    /// A launch with nothing shown and no overrides (library callers).
+    pub fn new(journal: PathBuf, shutdown: Shutdown) -> Launch {
+        Launch {
+            journal,
+            progress: ProgressSettings::off(),
+            shutdown,
+            rate: None,
+            existing_explicit: false,
+        }
+    }
+
     fn journal_shown(&self) -> String {
         self.journal.display().to_string()
+    }
+
+    /// The job's options with this run's `--rate`, said out loud.
+    fn options_for_this_run(&self, job_options: &CopyOptions) -> CopyOptions {
+        let Some(rate) = self.rate else {
+            return job_options.clone();
+        };
+        let shown = |rate: Option<u64>| match rate {
+            Some(rate) => format!("{rate} keys/s"),
+            None => "no limit".to_string(),
+        };
+        crate::log::info(format!(
+            "--rate: {} for this run (the job's own: {}); a later command without --rate uses the job's own again",
+            shown(rate),
+            shown(job_options.rate)
+        ));
+        CopyOptions {
+            rate,
+            ..job_options.clone()
+        }
     }
 }
 
@@ -47,15 +89,23 @@ pub fn start(
     launch: &Launch,
 ) -> Result<Exit> {
     Journal::precheck_new(&launch.journal)?;
-    let (mut source_side, target_side) =
+    let (mut source_side, mut target_side) =
         connect_sides(&source, &target, &options, &launch.shutdown)?;
+    let new_job = crate::preflight::NewJob {
+        existing_explicit: launch.existing_explicit,
+        dry_run: false,
+    };
+    let selection =
+        crate::preflight::before_new_job(&mut source_side, &mut target_side, &options, new_job)?;
     let cursors = plan_cursors(&mut source_side, &options)?;
+    let target_nodes = serde_json::to_string(&target_side.identity()?)?;
     warn_about_journal_size(&cursors, &options);
     let mut journal = Journal::create(&launch.journal)?;
     let job = JobRecord {
         source_tls_ca: source.tls_ca.clone(),
         target_tls_ca: target.tls_ca.clone(),
         source_nodes: cluster_nodes_json(&source_side)?,
+        target_nodes: Some(target_nodes),
         ..JobRecord::new(
             JobState::Running,
             &source.redacted(),
@@ -64,14 +114,17 @@ pub fn start(
         )
     };
     journal.insert_job(&job, &cursors)?;
-    execute_scan(
+    let exit = execute_scan(
         &mut journal,
         source_side,
         target_side,
         &options,
         launch,
         "run",
-    )
+    )?;
+    let keys_seen: u64 = journal.counts()?.values().map(|c| c.total()).sum();
+    selection.after_the_job(exit, keys_seen);
+    Ok(exit)
 }
 
 /// Above this many keys, a row per key makes the journal the bottleneck.
@@ -83,10 +136,10 @@ const LARGE_JOB_KEYS: u64 = 10_000_000;
 fn warn_about_journal_size(cursors: &[CursorRecord], options: &CopyOptions) {
     let expected: u64 = cursors.iter().filter_map(|c| c.keys_expected).sum();
     if options.journal_keys == JournalKeys::All && expected > LARGE_JOB_KEYS {
-        eprintln!(
-            "redis-ferry: note: about {expected} keys with a journal row each; the journal slows the copy down as it grows. \
+        crate::log::info(format!(
+            "note: about {expected} keys with a journal row each; the journal slows the copy down as it grows. \
              For a job this size, --journal-keys failures keeps rows for failed keys only and runs at the servers' speed (see the README, Performance)"
-        );
+        ));
     }
 }
 
@@ -99,24 +152,30 @@ pub fn resume(
     let mut journal = Journal::open_to_drive(&launch.journal)?;
     let job = journal.job()?.context("the journal holds no job")?;
     if job.state == JobState::Completed {
-        println!(
-            "redis-ferry: the job in {} already completed at {}; nothing to resume (`redis-ferry report` shows the result)",
+        say(&format!(
+            "the job in {} already completed at {}; nothing to resume (`{}` shows the result)",
             launch.journal_shown(),
             job.finished_at
                 .map(crate::clock::rfc3339)
-                .unwrap_or_default()
-        );
+                .unwrap_or_default(),
+            hint::command("report", &launch.journal, "")
+        ));
         return Ok(Exit::Success);
     }
     let (source, target) = job_endpoints(&journal, &job, source_override, target_override)?;
-    let (mut source_side, target_side) =
-        connect_sides(&source, &target, &job.options, &launch.shutdown)?;
-    revalidate_cursors(&mut journal, &mut source_side, &job.options)?;
+    let options = launch.options_for_this_run(&job.options);
+    let (mut source_side, mut target_side) =
+        connect_sides(&source, &target, &options, &launch.shutdown)?;
+    if let Some(change) = target_changed(&journal, &mut target_side)? {
+        log::warn(format!("{change}; so every key is copied again"));
+        journal.restart_all_cursors()?;
+    }
+    revalidate_cursors(&mut journal, &mut source_side, &options)?;
     execute_scan(
         &mut journal,
         source_side,
         target_side,
-        &job.options,
+        &options,
         launch,
         "resume",
     )
@@ -133,36 +192,59 @@ pub fn retry(
     let mut journal = Journal::open_to_drive(&launch.journal)?;
     let job = journal.job()?.context("the journal holds no job")?;
     let (source, target) = job_endpoints(&journal, &job, source_override, target_override)?;
-    let (source_side, target_side) =
-        connect_sides(&source, &target, &job.options, &launch.shutdown)?;
+    let options = launch.options_for_this_run(&job.options);
+    let (source_side, mut target_side) =
+        connect_sides(&source, &target, &options, &launch.shutdown)?;
+    if let Some(change) = target_changed(&journal, &mut target_side)? {
+        journal.restart_all_cursors()?;
+        journal.set_job_state(JobState::Interrupted, Some(&change))?;
+        bail!(
+            "{change}, so keys the journal records as copied may be gone; the job is reopened: run `{}` to copy every key again, then retry what still fails",
+            hint::command("resume", &launch.journal, "")
+        );
+    }
+    let settings = pipeline_settings(&options, &source_side);
     let counts = journal.counts()?;
     let total: u64 = counts
         .values()
         .map(|c| outcomes.iter().map(|o| c.get(*o)).sum::<u64>())
         .sum();
     journal.begin_run("retry")?;
+    let names: Vec<&str> = outcomes.iter().map(|o| o.as_str()).collect();
+    crate::progress::log_start(&StartLine {
+        command: "retry".into(),
+        source: source.redacted(),
+        target: target.redacted(),
+        dbs: counts
+            .iter()
+            .filter(|(_, c)| outcomes.iter().any(|o| c.get(*o) > 0))
+            .map(|(db, _)| (*db, options.target_db(*db)))
+            .collect(),
+        keys_expected: Some(total),
+        selection: Some(format!(
+            "keys whose latest outcome is {}",
+            names.join(" or ")
+        )),
+        journal: Some(launch.journal_shown()),
+        ..StartLine::default()
+    });
     let mut progress = Progress::new(launch.progress, Some(total), 0);
-    let reader = retry_reader(
+    let lister = retry_lister(
         launch.journal.clone(),
         outcomes.clone(),
-        source_side,
-        job.options.clone(),
+        options.clone(),
         launch.shutdown.clone(),
     );
-    let mut target_side = target_side;
     let stop = pipeline::run(
-        vec![reader],
-        &mut target_side,
-        WriterSettings {
-            existing: job.options.existing,
-            journal_keys: job.options.journal_keys,
-        },
+        vec![lister],
+        &source_side,
+        &target_side,
+        settings,
         &mut journal,
         &launch.shutdown,
         &mut progress,
     );
     progress.finish();
-    let names: Vec<&str> = outcomes.iter().map(|o| o.as_str()).collect();
     finish(
         &mut journal,
         stop,
@@ -227,17 +309,17 @@ pub fn stored_endpoint(
             endpoint.with_tls_ca(given.tls_ca)
         }
         Some(given) => {
-            eprintln!(
-                "redis-ferry: using {role} {} instead of {} recorded in the journal",
+            crate::log::info(format!(
+                "using {role} {} instead of {} recorded in the journal",
                 given.redacted(),
                 stored.redacted()
-            );
+            ));
             let ca = given.tls_ca.clone().or(stored.tls_ca);
             given.with_tls_ca(ca)
         }
         None => stored,
     };
-    Ok(endpoint.with_env_password())
+    Ok(endpoint.with_outside_password())
 }
 
 /// Connects to both sides and refuses what must not run.
@@ -260,8 +342,8 @@ pub fn connect_sides(
 /// `--source-replicas`: scan and read each primary's replica instead.
 fn use_source_replicas(source: &mut Side) -> Result<()> {
     let Some(topology) = source.topology().cloned() else {
-        eprintln!(
-            "redis-ferry: note: --source-replicas only applies to a cluster source; reading the server given"
+        crate::log::info(
+            "note: --source-replicas only applies to a cluster source; reading the server given",
         );
         return Ok(());
     };
@@ -329,7 +411,7 @@ fn revalidate_cursors(
     options: &CopyOptions,
 ) -> Result<()> {
     for reason in crate::coverage::reconcile(journal, source, options)? {
-        eprintln!("redis-ferry: scanning again: {reason}");
+        crate::log::info(format!("scanning again: {reason}"));
     }
     Ok(())
 }
@@ -350,17 +432,24 @@ fn execute_scan(
     let cursors = journal.cursors()?;
     let total: u64 = cursors.iter().filter_map(|c| c.keys_expected).sum();
     let done_before: u64 = cursors.iter().map(|c| c.keys_scanned).sum();
+    crate::progress::log_start(&scan_start_line(
+        command,
+        &source,
+        &target,
+        &cursors,
+        total.max(done_before),
+        done_before,
+        launch,
+    ));
     let mut progress = Progress::new(launch.progress, Some(total.max(done_before)), done_before);
     let limiter = RateLimiter::new(options.rate);
-    let settings = WriterSettings {
-        existing: options.existing,
-        journal_keys: options.journal_keys,
-    };
+    let settings = pipeline_settings(options, &source);
     let stop = loop {
-        let readers = scan_readers(journal, &source, options, &limiter, &launch.shutdown)?;
+        let listers = scan_listers(journal, &source, options, &limiter, &launch.shutdown)?;
         let stop = pipeline::run(
-            readers,
-            &mut target,
+            listers,
+            &source,
+            &target,
             settings,
             journal,
             &launch.shutdown,
@@ -369,13 +458,24 @@ fn execute_scan(
         if !matches!(stop, Stop::Finished) {
             break stop;
         }
+        match target_changed(journal, &mut target) {
+            Err(error) => break Stop::Failed(error),
+            Ok(Some(change)) => {
+                log::warn(format!("{change}; so every key is copied again"));
+                if let Err(error) = journal.restart_all_cursors() {
+                    break Stop::Failed(error);
+                }
+                continue;
+            }
+            Ok(None) => {}
+        }
         match crate::coverage::reconcile(journal, &mut source, options) {
             Err(error) => break Stop::Failed(error),
             Ok(_) if launch.shutdown.requested() => break Stop::Interrupted,
             Ok(reasons) if reasons.is_empty() => break Stop::Finished,
             Ok(reasons) => {
                 for reason in reasons {
-                    eprintln!("redis-ferry: scanning again: {reason}");
+                    crate::log::info(format!("scanning again: {reason}"));
                 }
             }
         }
@@ -384,15 +484,117 @@ fn execute_scan(
     finish(journal, stop, &progress, launch, Ending::Job)
 }
 
-/// One reader per source node, walking that node's unfinished databases in
+/// Whether the target's primaries are still the server processes the job
+/// recorded (by run_id). If not, the target restarted or failed over and
+/// may have lost keys the journal records as copied: the new identity is
+/// recorded and the change described.
+fn target_changed(journal: &Journal, target: &mut Side) -> Result<Option<String>> {
+    // A failover moves primaries; read where they are now.
+    let _ = target.refresh_topology();
+    let now = target.identity()?;
+    let now_text = serde_json::to_string(&now)?;
+    let recorded = journal.job()?.and_then(|job| job.target_nodes);
+    let Some(recorded) = recorded else {
+        // A journal from before identities were recorded: start now.
+        journal.set_target_nodes(&now_text)?;
+        return Ok(None);
+    };
+    let then: Vec<NodeIdentity> = serde_json::from_str(&recorded).unwrap_or_default();
+    let run_ids = |nodes: &[NodeIdentity]| {
+        let mut ids: Vec<String> = nodes.iter().map(|n| n.run_id.clone()).collect();
+        ids.sort();
+        ids
+    };
+    if run_ids(&then) == run_ids(&now) {
+        return Ok(None);
+    }
+    journal.set_target_nodes(&now_text)?;
+    let change = if target.is_cluster() {
+        "the target cluster's primaries changed since the job recorded them (a restart or a failover)".to_string()
+    } else {
+        format!(
+            "target {} restarted since the job recorded it (its run_id changed)",
+            target.endpoint.redacted()
+        )
+    };
+    Ok(Some(change))
+}
+
+/// How many copy workers a job runs: each keeps one batch in flight (its
+/// fence, read and write take three round trips and the hold), so many
+/// hide each other's waits; a large cluster source gets more.
+fn worker_count(source: &Side) -> usize {
+    let primaries = source.topology().map_or(1, |t| t.primaries().len());
+    std::env::var("REDIS_FERRY_WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or((4 * primaries).clamp(16, 48))
+}
+
+/// Keys per batch. A fenced batch is one transaction, and WATCH costs the
+/// server more per key the more keys one connection watches (Redis 7.0
+/// looks through the connection's watched keys on every WATCH: 1,000 keys
+/// cost 3.5 times the copy itself, 64 keys a seventh): so fenced batches are
+/// small and many.
+fn batch_keys(options: &CopyOptions) -> usize {
+    if options.no_fence {
+        options.scan_count as usize
+    } else {
+        std::env::var("REDIS_FERRY_BATCH_KEYS")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(crate::copy::FENCED_BATCH_KEYS)
+    }
+}
+
+/// The copy stage's settings for a job.
+fn pipeline_settings(options: &CopyOptions, source: &Side) -> PipelineSettings {
+    PipelineSettings {
+        copy: CopySettings {
+            existing: options.existing,
+            ttl: options.ttl,
+            fence: !options.no_fence,
+            hold: std::time::Duration::from_millis(options.fence_hold_ms),
+        },
+        journal_keys: options.journal_keys,
+        workers: worker_count(source),
+    }
+}
+
+/// What a run or resume starts with: endpoints, databases, keys expected.
+fn scan_start_line(
+    command: &str,
+    source: &Side,
+    target: &Side,
+    cursors: &[CursorRecord],
+    keys_expected: u64,
+    keys_done_before: u64,
+    launch: &Launch,
+) -> StartLine {
+    let mut dbs: Vec<(i64, i64)> = cursors.iter().map(|c| (c.db, c.target_db)).collect();
+    dbs.sort_unstable();
+    dbs.dedup();
+    StartLine {
+        command: command.to_string(),
+        source: source.endpoint.redacted(),
+        target: target.endpoint.redacted(),
+        dbs,
+        keys_expected: Some(keys_expected),
+        keys_done_before,
+        selection: None,
+        journal: Some(launch.journal_shown()),
+    }
+}
+
+/// One lister per source node, walking that node's unfinished databases in
 /// order (so a node's batches are journaled in scan order).
-fn scan_readers(
+fn scan_listers(
     journal: &Journal,
     source: &Side,
     options: &CopyOptions,
     limiter: &RateLimiter,
     shutdown: &Shutdown,
-) -> Result<Vec<Reader>> {
+) -> Result<Vec<Lister>> {
     let mut by_node: BTreeMap<String, Vec<ScanTask>> = BTreeMap::new();
     for cursor in journal.cursors()?.into_iter().filter(|c| !c.done) {
         let address = scan_address(source, &cursor.node)?;
@@ -411,7 +613,7 @@ fn scan_readers(
     Ok(by_node
         .into_values()
         .map(|tasks| {
-            scan_reader(
+            scan_lister(
                 source.fork(),
                 tasks,
                 options.clone(),
@@ -433,14 +635,14 @@ fn scan_address(source: &Side, node: &str) -> Result<String> {
     Ok(crate::coverage::scan_address(source, primary))
 }
 
-fn scan_reader(
+fn scan_lister(
     mut source: Side,
     tasks: Vec<ScanTask>,
     options: CopyOptions,
     limiter: RateLimiter,
     shutdown: Shutdown,
-) -> Reader {
-    Box::new(move |emit: &mut dyn FnMut(ReadBatch) -> bool| {
+) -> Lister {
+    Box::new(move |emit: &mut dyn FnMut(Listed) -> bool| {
         for task in &tasks {
             let mut task = task.clone();
             if let Some(replica) = source.replica_address_for(&task.node) {
@@ -452,6 +654,7 @@ fn scan_reader(
                 &options,
                 &limiter,
                 &shutdown,
+                batch_keys(&options),
                 &mut *emit,
             )? {
                 return Ok(false);
@@ -461,19 +664,18 @@ fn scan_reader(
     })
 }
 
-/// Pages through the journal's keys with the chosen outcomes and reads
-/// them from the source; `retry`'s reader.
-fn retry_reader(
+/// Pages through the journal's keys with the chosen outcomes, a batch per
+/// source database; `retry`'s lister.
+fn retry_lister(
     journal_path: PathBuf,
     outcomes: Vec<Outcome>,
-    mut source: Side,
     options: CopyOptions,
     shutdown: Shutdown,
-) -> Reader {
-    Box::new(move |emit: &mut dyn FnMut(ReadBatch) -> bool| {
+) -> Lister {
+    Box::new(move |emit: &mut dyn FnMut(Listed) -> bool| {
         let journal = Journal::open_to_read(&journal_path)?;
         let limiter = RateLimiter::new(options.rate);
-        let page_size = options.scan_count.max(1) as usize;
+        let page_size = batch_keys(&options).min(options.scan_count.max(1) as usize);
         let mut after: Option<(i64, Vec<u8>)> = None;
         loop {
             if shutdown.requested() {
@@ -488,21 +690,22 @@ fn retry_reader(
                 return Ok(true);
             };
             after = Some(last);
-            // A batch holds keys of one database.
             let mut by_db: BTreeMap<i64, Vec<Vec<u8>>> = BTreeMap::new();
             for (db, key) in page {
                 by_db.entry(db).or_default().push(key);
             }
             for (db, keys) in by_db {
                 limiter.acquire(keys.len());
-                let reads = crate::copy::read_keys(&mut source, db, keys, options.ttl)?;
-                let batch = ReadBatch {
-                    db,
-                    target_db: options.target_db(db),
+                let listed = Listed {
+                    batch: KeyBatch {
+                        db,
+                        target_db: options.target_db(db),
+                        keys,
+                        source_address: None,
+                    },
                     checkpoint: None,
-                    reads,
                 };
-                if !emit(batch) {
+                if !emit(listed) {
                     return Ok(false);
                 }
             }
@@ -512,12 +715,13 @@ fn retry_reader(
 
 /// The command that continues a retry: the same outcomes again (only the
 /// keys not yet copied still have them).
-fn retry_command(journal_shown: &str, outcomes: &str) -> String {
-    if outcomes == "failed" {
-        format!("redis-ferry retry --journal {journal_shown}")
+fn retry_command(journal: &Path, outcomes: &str) -> String {
+    let extra = if outcomes == "failed" {
+        String::new()
     } else {
-        format!("redis-ferry retry --journal {journal_shown} --outcome {outcomes}")
-    }
+        format!("--outcome {outcomes}")
+    };
+    hint::command("retry", journal, &extra)
 }
 
 enum Ending {
@@ -525,7 +729,11 @@ enum Ending {
     Retry(String),
 }
 
-/// Records how the pipeline ended and picks the exit code.
+/// Records how the pipeline ended, says so, and picks the exit code.
+///
+/// Key counts come from the journal (distinct keys by latest outcome, as
+/// `status` shows them): a key copied twice in this run (a rescan) is one
+/// key. The rate is this run's own work.
 fn finish(
     journal: &mut Journal,
     stop: Stop,
@@ -533,63 +741,78 @@ fn finish(
     launch: &Launch,
     ending: Ending,
 ) -> Result<Exit> {
-    let journal_shown = launch.journal_shown();
-    let counts = progress.counts();
-    let done = format!(
-        "{} keys in {} (restored {}, expired {}, skipped {}, failed {}), {:.0} keys/s",
-        counts.total(),
-        short_duration(progress.elapsed()),
-        counts.restored,
-        counts.expired,
-        counts.skipped,
-        counts.failed,
-        progress.rate()
-    );
+    let job = journal.job()?.context("the journal holds no job")?;
+    let passwords = hint::passwords_again(&job.source_url, &job.target_url);
+    let path = launch.journal.as_path();
+    let continue_with = match &ending {
+        Ending::Job => hint::command("resume", path, ""),
+        Ending::Retry(outcomes) => retry_command(path, outcomes),
+    };
     let exit = match stop {
         Stop::Finished => {
             if matches!(ending, Ending::Job) {
                 journal.set_job_state(JobState::Completed, None)?;
             }
-            let failed_total: u64 = journal.counts()?.values().map(|c| c.failed).sum();
-            let what = match &ending {
-                Ending::Job => "job completed".to_string(),
-                Ending::Retry(outcomes) => format!("retry of {outcomes} keys completed"),
+            let job_counts = journal_totals(journal)?;
+            let line = match &ending {
+                Ending::Job => format!(
+                    "job completed: {}; this run {}",
+                    counts_text(&job_counts),
+                    run_text(progress)
+                ),
+                // A retry reads each chosen key once, so its own counts
+                // are keys too.
+                Ending::Retry(outcomes) => {
+                    let counts = progress.counts();
+                    format!(
+                        "retry of {outcomes} keys completed: {} in {} (restored {}, expired {}, skipped {}, failed {}), {:.0} keys/s; the job now counts {}",
+                        output::count(counts.total(), "key"),
+                        short_duration(progress.elapsed()),
+                        counts.restored,
+                        counts.expired,
+                        counts.skipped,
+                        counts.failed,
+                        progress.rate(),
+                        counts_text(&job_counts)
+                    )
+                }
             };
-            println!("redis-ferry: {what}: {done}");
+            say(&line);
             // A retry only touches keys already journaled: on a job whose
             // scan has not finished, the keys not scanned yet still wait.
             if let Ending::Retry(_) = ending
-                && let Some(job) = journal.job()?
                 && job.state != JobState::Completed
             {
-                println!(
-                    "redis-ferry: note: the job itself is {}, not finished; run `redis-ferry resume --journal {journal_shown}` to copy the keys not scanned yet",
-                    job.state.as_str()
-                );
+                say(&format!(
+                    "note: the job itself is {}, not finished; run `{}` to copy the keys not scanned yet{passwords}",
+                    job.state.as_str(),
+                    hint::command("resume", path, "")
+                ));
             }
-            if failed_total > 0 {
-                println!(
-                    "redis-ferry: {failed_total} keys failed; see `redis-ferry report --journal {journal_shown} --format csv`, fix the cause, then run `redis-ferry retry --journal {journal_shown}`"
-                );
+            if job_counts.failed > 0 {
+                say(&format!(
+                    "{} failed; see `{}`, fix the cause, then run `{}`{passwords}",
+                    output::count(job_counts.failed, "key"),
+                    hint::command("report", path, "--format csv"),
+                    hint::command("retry", path, "")
+                ));
                 Exit::KeysFailed
             } else {
-                println!(
-                    "redis-ferry: see `redis-ferry report --journal {journal_shown}` for the audit"
-                );
+                say(&format!(
+                    "see `{}` for the audit",
+                    hint::command("report", path, "")
+                ));
                 Exit::Success
             }
         }
         Stop::Interrupted => {
-            let again = match ending {
-                Ending::Job => {
-                    journal.set_job_state(JobState::Interrupted, None)?;
-                    format!("redis-ferry resume --journal {journal_shown}")
-                }
-                Ending::Retry(outcomes) => retry_command(&journal_shown, &outcomes),
-            };
-            eprintln!(
-                "redis-ferry: interrupted after {done}; everything done so far is in the journal; run `{again}` to continue"
-            );
+            if matches!(ending, Ending::Job) {
+                journal.set_job_state(JobState::Interrupted, None)?;
+            }
+            crate::log::info(format!(
+                "interrupted; this run {}; everything done so far is in the journal; run `{continue_with}` to continue{passwords}",
+                run_text(progress)
+            ));
             Exit::Interrupted
         }
         Stop::Failed(error) => {
@@ -598,15 +821,58 @@ fn finish(
                 journal.set_job_state(JobState::Failed, Some(&text))?;
             }
             journal.end_run(Exit::CouldNotRun.code())?;
-            let again = match &ending {
-                Ending::Job => format!("redis-ferry resume --journal {journal_shown}"),
-                Ending::Retry(outcomes) => retry_command(&journal_shown, outcomes),
-            };
             bail!(
-                "{text}; the job stopped after {done}; fix the cause, then run `{again}` to continue"
+                "{text}; the job stopped (this run {}); fix the cause, then run `{continue_with}` to continue{passwords}",
+                run_text(progress)
             );
         }
     };
     journal.end_run(exit.code())?;
     Ok(exit)
+}
+
+/// The journal's distinct keys per latest outcome, over every database.
+fn journal_totals(journal: &Journal) -> Result<OutcomeCounts> {
+    let mut totals = OutcomeCounts::default();
+    for counts in journal.counts()?.values() {
+        totals.merge(counts);
+    }
+    Ok(totals)
+}
+
+/// "300000 keys (restored 299990, expired 10, skipped 0, failed 0)".
+fn counts_text(counts: &OutcomeCounts) -> String {
+    let mismatch = if counts.mismatch > 0 {
+        format!(", mismatch {}", counts.mismatch)
+    } else {
+        String::new()
+    };
+    format!(
+        "{} (restored {}, expired {}, skipped {}, failed {}{mismatch})",
+        output::count(counts.total(), "key"),
+        counts.restored,
+        counts.expired,
+        counts.skipped,
+        counts.failed
+    )
+}
+
+/// "processed 600462 keys in 12s, 50038 keys/s": this process's own work
+/// (a key scanned twice is processed twice).
+fn run_text(progress: &Progress) -> String {
+    format!(
+        "processed {} in {}, {:.0} keys/s",
+        output::count(progress.counts().total(), "key"),
+        short_duration(progress.elapsed()),
+        progress.rate()
+    )
+}
+
+/// A line of the job's result on stdout. The job is over by now: a
+/// stdout that cannot be written (a closed pipe is not even that) must not
+/// turn a completed job into a failed one, so a failure is only a warning.
+fn say(line: &str) {
+    if let Err(error) = output::println(&format!("redis-ferry: {line}")) {
+        crate::log::warn(format!("{error:#}"));
+    }
 }

@@ -7,7 +7,8 @@
 //! The command line (thin):
 //! - [`cli`]: clap definitions and the entry point; [`commands`]: one file
 //!   per subcommand, turning flags into plain settings.
-//! - [`exit`]: the contract's exit codes.
+//! - [`exit`]: the contract's exit codes; [`hint`]: the next commands
+//!   suggested, written to work as printed.
 //!
 //! A job, from the outside in:
 //! - [`job`]: run / resume / retry: what to copy, the checks before writing,
@@ -18,7 +19,8 @@
 //! - [`journal`]: the SQLite journal (schema in `migrations/`): outcomes,
 //!   counts and cursors move forward together, whole batches at a time.
 //! - [`preflight`]: the checks that refuse a job before anything is written.
-//! - [`status`], [`dry_run`]: read-only views.
+//! - [`status`], [`dry_run`]: read-only views; [`output`]: stdout, where a
+//!   closed pipe ends output quietly.
 //! - [`report`]: key counts now beside the journal's outcomes, a verdict,
 //!   and the per-key CSV audit log.
 //! - [`verify`]: source and target compared key by key (DUMP first, then
@@ -39,7 +41,8 @@
 //!   type (another version or fork), and big keys copied in chunks.
 //!
 //! Small pieces: [`options`], [`outcome`], [`escape`] (binary keys as
-//! text), [`progress`], [`log`] (every line on stderr), [`rate`],
+//! text), [`progress`], [`log`] (every line on stderr), [`metrics`]
+//! (Prometheus, `--metrics-addr`), [`rate`],
 //! [`interrupt`] (Ctrl-C), [`clock`].
 
 pub mod capabilities;
@@ -54,18 +57,22 @@ pub mod dry_run;
 pub mod endpoint;
 pub mod escape;
 pub mod exit;
+pub mod hint;
 pub mod interrupt;
 pub mod job;
 pub mod journal;
 pub mod log;
+pub mod metrics;
 pub mod options;
 pub mod outcome;
+pub mod output;
 pub mod pipeline;
 pub mod preflight;
 pub mod progress;
 pub mod rate;
 pub mod rebuild;
 pub mod report;
+pub mod route;
 pub mod scan;
 pub mod server;
 pub mod side;

@@ -85,6 +85,14 @@ pub struct CopyOptions {
     pub source_replicas: bool,
     /// How long a lost connection may take to come back before the job stops.
     pub reconnect_timeout_secs: u64,
+    /// `--no-fence`: write without the fence against the application's own
+    /// writes (only when nobody writes during the copy).
+    #[serde(default)]
+    pub no_fence: bool,
+    /// How long a fenced batch stays open after its read, in milliseconds
+    /// (see `copy::fence`).
+    #[serde(default = "default_fence_hold_ms")]
+    pub fence_hold_ms: u64,
     /// RESTORE, rebuild by commands, or decide per server pair.
     #[serde(default)]
     pub restore_mode: RestoreMode,
@@ -94,6 +102,13 @@ pub struct CopyOptions {
     /// Carry each key's LRU idle time or LFU frequency (RESTORE IDLETIME/FREQ).
     #[serde(default)]
     pub keep_idle: bool,
+}
+
+/// The default of `--fence-hold`.
+pub const DEFAULT_FENCE_HOLD_MS: u64 = 2;
+
+fn default_fence_hold_ms() -> u64 {
+    DEFAULT_FENCE_HOLD_MS
 }
 
 impl Default for CopyOptions {
@@ -113,6 +128,8 @@ impl Default for CopyOptions {
             restore_mode: RestoreMode::Auto,
             big_key_threshold: DEFAULT_BIG_KEY_THRESHOLD,
             keep_idle: false,
+            no_fence: false,
+            fence_hold_ms: DEFAULT_FENCE_HOLD_MS,
         }
     }
 }

@@ -1,167 +1,221 @@
-//! The copy pipeline: readers → writer → journal, three stages that
-//! overlap, so the source is read, the target written and the journal
-//! committed at the same time.
+//! The copy pipeline: listers → copy workers → journal, three stages that
+//! overlap, so keys are listed, copied and journaled at the same time.
 //!
 //! ```text
-//!  reader thread(s)          writer thread            caller's thread
-//!  SCAN + DUMP + PTTL  ──▶  RESTORE / DEL        ──▶  SQLite transactions of
-//!  (one per source node)    (per target node)          whole batches, progress
+//!  lister thread(s)        worker threads (a pool)          caller's thread
+//!  SCAN cursors,     ──▶   per batch: fence, read on   ──▶  SQLite transactions
+//!  retry pages             the source, write on the         of whole batches,
+//!  (a stream each)         target (own connections)         in each stream's order
 //! ```
 //!
-//! Channels are bounded (a few batches), so memory stays flat whatever the
-//! key count. Channels keep order, and each source node has one reader, so
-//! a node's batches are journaled in the order they were scanned: a cursor
-//! is never checkpointed ahead of a key that is not journaled.
+//! Every source of work is a [`Lister`]: a SCAN cursor walk (run, resume),
+//! pages of the journal (retry), and later keyspace events (follow). Each
+//! lister is a *stream*: its batches are numbered, and although workers
+//! finish them in any order, a stream's checkpoints are journaled in its
+//! own order, so a cursor is never recorded ahead of a key that is not
+//! journaled. A batch's key outcomes are journaled as soon as it is copied.
+//!
+//! Channels are bounded, so memory stays flat whatever the key count.
 //!
 //! The journal commits several batches per transaction (up to 50,000 keys
 //! or half a second): one SQLite transaction per 1,000-key batch made the
 //! journal the bottleneck (its B-tree pages were rewritten once per batch).
 //!
-//! Stopping: on Ctrl-C the readers stop taking new batches, the writer and
-//! the journal finish the ones already read, and the pipeline returns
-//! [`Stop::Interrupted`]. On an error in any stage the others are told to
-//! stop and the batch in flight is abandoned (not journaled; a resume redoes
-//! it); the batches written before it are journaled.
+//! Stopping: on Ctrl-C the listers stop listing, the workers copy the
+//! batches already listed, the journal records them, and the pipeline
+//! returns [`Stop::Interrupted`]. On an error in any stage the others are
+//! told to stop; the batches copied before it are journaled.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{RecvTimeoutError, sync_channel};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender, sync_channel};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::Result;
 
-use crate::copy::write_keys;
+use crate::copy::{Copier, CopySettings};
 use crate::interrupt::Shutdown;
 use crate::journal::{BatchRecord, Journal};
-use crate::options::{Existing, JournalKeys};
+use crate::options::JournalKeys;
 use crate::outcome::KeyResult;
 use crate::progress::Progress;
-use crate::scan::{Checkpoint, ReadBatch};
+use crate::scan::{Checkpoint, Listed};
 use crate::side::Side;
 
-/// Read batches (keys and payloads) waiting for the writer: few, because
-/// they hold the values.
-const READ_QUEUE_DEPTH: usize = 2;
-/// Written batches (keys and outcomes, no values) waiting for the journal:
+/// Copied batches (keys and outcomes, no values) waiting for the journal:
 /// enough to keep Redis busy while a large journal transaction commits.
 const WRITTEN_QUEUE_DEPTH: usize = 64;
 
-/// A source of read batches, run on its own thread. It hands each batch to
-/// the callback (which returns false when the pipeline is stopping) and
-/// returns `Ok(true)` when it read everything it had to.
-pub type Reader = Box<dyn FnOnce(&mut dyn FnMut(ReadBatch) -> bool) -> Result<bool> + Send>;
+/// A source of work, run on its own thread. It hands each batch to the
+/// callback (which returns false when the pipeline is stopping) and returns
+/// `Ok(true)` when it listed everything it had to.
+pub type Lister = Box<dyn FnOnce(&mut dyn FnMut(Listed) -> bool) -> Result<bool> + Send>;
 
 /// How the pipeline ended.
 #[derive(Debug)]
 pub enum Stop {
-    /// Every reader finished and every batch is journaled.
+    /// Every lister finished and every batch is journaled.
     Finished,
-    /// Ctrl-C / SIGTERM: what was read is journaled; the rest waits for `resume`.
+    /// Ctrl-C / SIGTERM: what was listed is copied and journaled; the rest
+    /// waits for `resume`.
     Interrupted,
     /// An error not about one key stopped the job.
     Failed(anyhow::Error),
 }
 
-/// Keys written to the target, waiting to be journaled.
-struct WrittenBatch {
+/// What the copy stage needs.
+#[derive(Debug, Clone, Copy)]
+pub struct PipelineSettings {
+    pub copy: CopySettings,
+    pub journal_keys: JournalKeys,
+    /// Copy workers (each with its own connections to both sides).
+    pub workers: usize,
+}
+
+/// A listed batch, numbered within its stream.
+struct Work {
+    stream: usize,
+    seq: u64,
+    listed: Listed,
+}
+
+/// A copied batch, waiting to be journaled.
+struct Copied {
+    stream: usize,
+    seq: u64,
     db: i64,
     checkpoint: Option<Checkpoint>,
     results: Vec<KeyResult>,
 }
 
-enum Message<T> {
-    Batch(T),
+enum Message {
+    Batch(Copied),
     Failed(anyhow::Error),
 }
 
-/// What the writer stage needs.
-#[derive(Debug, Clone, Copy)]
-pub struct WriterSettings {
-    pub existing: Existing,
-    pub journal_keys: JournalKeys,
-}
-
-/// Runs readers, the writer and the journal until the readers are done,
-/// Ctrl-C, or an error.
+/// Runs listers, the copy workers and the journal until the listers are
+/// done, Ctrl-C, or an error.
 pub fn run(
-    readers: Vec<Reader>,
-    target: &mut Side,
-    settings: WriterSettings,
+    listers: Vec<Lister>,
+    source: &Side,
+    target: &Side,
+    settings: PipelineSettings,
     journal: &mut Journal,
     shutdown: &Shutdown,
     progress: &mut Progress,
 ) -> Stop {
-    let (read_tx, read_rx) = sync_channel::<Message<ReadBatch>>(READ_QUEUE_DEPTH);
-    let (written_tx, written_rx) = sync_channel::<Message<WrittenBatch>>(WRITTEN_QUEUE_DEPTH);
-    let unfinished_readers = AtomicUsize::new(readers.len());
-    let existing = settings.existing;
+    let workers = settings.workers.max(1);
+    let (work_tx, work_rx) = sync_channel::<Work>(workers);
+    let work_rx = Arc::new(Mutex::new(work_rx));
+    let (copied_tx, copied_rx) = sync_channel::<Message>(WRITTEN_QUEUE_DEPTH);
+    let unfinished_listers = AtomicUsize::new(listers.len());
+    let copiers: Vec<Copier> = (0..workers)
+        .map(|_| Copier::new(source, target, settings.copy))
+        .collect();
 
     let failure = std::thread::scope(|scope| {
-        for reader in readers {
-            let read_tx = read_tx.clone();
-            let unfinished_readers = &unfinished_readers;
-            let thread = std::thread::Builder::new().name("ferry-read".into());
-            thread
-                .spawn_scoped(scope, move || {
-                    let mut emit = |batch: ReadBatch| read_tx.send(Message::Batch(batch)).is_ok();
-                    match reader(&mut emit) {
-                        Ok(true) => {
-                            unfinished_readers.fetch_sub(1, Ordering::SeqCst);
-                        }
-                        Ok(false) => {}
-                        Err(error) => {
-                            let _ = read_tx.send(Message::Failed(error));
-                        }
+        for (stream, lister) in listers.into_iter().enumerate() {
+            let work_tx = work_tx.clone();
+            let copied_tx = copied_tx.clone();
+            let unfinished_listers = &unfinished_listers;
+            spawn(scope, "ferry-list", move || {
+                let mut seq = 0;
+                let mut emit = |listed: Listed| {
+                    seq += 1;
+                    work_tx
+                        .send(Work {
+                            stream,
+                            seq,
+                            listed,
+                        })
+                        .is_ok()
+                };
+                match lister(&mut emit) {
+                    Ok(true) => {
+                        unfinished_listers.fetch_sub(1, Ordering::SeqCst);
                     }
-                })
-                .expect("the operating system can start a thread");
-        }
-        drop(read_tx);
-
-        let thread = std::thread::Builder::new().name("ferry-write".into());
-        thread
-            .spawn_scoped(scope, move || {
-                for message in read_rx {
-                    let forward = match message {
-                        Message::Batch(batch) => {
-                            match write_keys(target, batch.target_db, batch.reads, existing) {
-                                Ok(results) => Message::Batch(WrittenBatch {
-                                    db: batch.db,
-                                    checkpoint: batch.checkpoint,
-                                    results,
-                                }),
-                                Err(error) => Message::Failed(error),
-                            }
-                        }
-                        Message::Failed(error) => Message::Failed(error),
-                    };
-                    let failed = matches!(forward, Message::Failed(_));
-                    if written_tx.send(forward).is_err() || failed {
-                        return;
+                    Ok(false) => {}
+                    Err(error) => {
+                        let _ = copied_tx.send(Message::Failed(error));
                     }
                 }
-            })
-            .expect("the operating system can start a thread");
+            });
+        }
+        drop(work_tx);
+        for copier in copiers {
+            let work_rx = Arc::clone(&work_rx);
+            let copied_tx = copied_tx.clone();
+            spawn(scope, "ferry-copy", move || {
+                copy_worker(copier, &work_rx, &copied_tx)
+            });
+        }
+        // Once the last worker is gone, a lister waiting to hand over a
+        // batch learns it at once.
+        drop(work_rx);
+        drop(copied_tx);
 
         let failure = journal_stage(
-            &written_rx,
+            &copied_rx,
             journal,
             settings.journal_keys,
             shutdown,
             progress,
         );
         if failure.is_some() {
-            // Wake every stage: readers check the flag, the writer sees the
-            // channel close.
+            // Wake every stage: listers check the flag, workers see their
+            // channels close.
             shutdown.request();
         }
-        drop(written_rx);
+        drop(copied_rx);
         failure
     });
 
     match failure {
         Some(error) => Stop::Failed(error),
-        None if unfinished_readers.load(Ordering::SeqCst) == 0 => Stop::Finished,
+        None if unfinished_listers.load(Ordering::SeqCst) == 0 => Stop::Finished,
         None => Stop::Interrupted,
+    }
+}
+
+fn spawn<'scope, F>(scope: &'scope std::thread::Scope<'scope, '_>, name: &str, body: F)
+where
+    F: FnOnce() + Send + 'scope,
+{
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn_scoped(scope, body)
+        .expect("the operating system can start a thread");
+}
+
+/// Copies batches until the listers are done (or the journal stops
+/// listening).
+fn copy_worker(mut copier: Copier, work: &Mutex<Receiver<Work>>, copied: &SyncSender<Message>) {
+    loop {
+        let next = work.lock().map(|receiver| receiver.recv());
+        let Ok(Ok(Work {
+            stream,
+            seq,
+            listed,
+        })) = next
+        else {
+            return;
+        };
+        let db = listed.batch.db;
+        let message = match copier.copy(listed.batch) {
+            Ok(results) => Message::Batch(Copied {
+                stream,
+                seq,
+                db,
+                checkpoint: listed.checkpoint,
+                results,
+            }),
+            Err(error) => Message::Failed(error),
+        };
+        let failed = matches!(message, Message::Failed(_));
+        if copied.send(message).is_err() || failed {
+            return;
+        }
     }
 }
 
@@ -171,17 +225,54 @@ const GROUP_KEYS: usize = 50_000;
 /// `status` and a SIGKILL see recent work.
 const GROUP_WAIT: Duration = Duration::from_millis(500);
 
-/// Commits written batches, several per transaction (see
-/// [`Journal::commit_batches`]), until the writer is done; returns the
+/// Puts each stream's checkpoints back in the stream's order: batch `n`'s
+/// checkpoint is released once batches `1..=n` are all journaled.
+#[derive(Default)]
+struct Reorder {
+    next: HashMap<usize, u64>,
+    waiting: HashMap<usize, BTreeMap<u64, Option<Checkpoint>>>,
+}
+
+impl Reorder {
+    /// Records that batch `seq` of `stream` is copied; returns the
+    /// checkpoints that may now be journaled, in order.
+    fn arrived(
+        &mut self,
+        stream: usize,
+        seq: u64,
+        checkpoint: Option<Checkpoint>,
+    ) -> Vec<Checkpoint> {
+        let waiting = self.waiting.entry(stream).or_default();
+        waiting.insert(seq, checkpoint);
+        let next = self.next.entry(stream).or_insert(1);
+        let mut released = Vec::new();
+        while let Some(checkpoint) = waiting.remove(next) {
+            released.extend(checkpoint);
+            *next += 1;
+        }
+        released
+    }
+}
+
+/// One batch's results and the checkpoints released with it.
+struct Ready {
+    db: i64,
+    results: Vec<KeyResult>,
+    checkpoints: Vec<Checkpoint>,
+}
+
+/// Commits copied batches, several per transaction (see
+/// [`Journal::commit_batches`]), until the workers are done; returns the
 /// first error.
 fn journal_stage(
-    written: &std::sync::mpsc::Receiver<Message<WrittenBatch>>,
+    copied: &Receiver<Message>,
     journal: &mut Journal,
     journal_keys: JournalKeys,
     shutdown: &Shutdown,
     progress: &mut Progress,
 ) -> Option<anyhow::Error> {
-    let mut group: Vec<WrittenBatch> = Vec::new();
+    let mut reorder = Reorder::default();
+    let mut group: Vec<Ready> = Vec::new();
     let mut group_keys = 0;
     let mut group_started = Instant::now();
     loop {
@@ -190,13 +281,18 @@ fn journal_stage(
         } else {
             GROUP_WAIT.saturating_sub(group_started.elapsed())
         };
-        let (more, failure) = match written.recv_timeout(wait) {
+        let (more, failure) = match copied.recv_timeout(wait) {
             Ok(Message::Batch(batch)) => {
                 if group.is_empty() {
                     group_started = Instant::now();
                 }
                 group_keys += batch.results.len();
-                group.push(batch);
+                let checkpoints = reorder.arrived(batch.stream, batch.seq, batch.checkpoint);
+                group.push(Ready {
+                    db: batch.db,
+                    results: batch.results,
+                    checkpoints,
+                });
                 (true, None)
             }
             Ok(Message::Failed(error)) => (false, Some(error)),
@@ -210,7 +306,7 @@ fn journal_stage(
             Err(RecvTimeoutError::Disconnected) => (false, None),
         };
         if failure.is_some() {
-            // The batches already written are journaled; the failed one is not.
+            // The batches already copied are journaled; the failed one is not.
             return commit_group(journal, &mut group, journal_keys, progress)
                 .err()
                 .or(failure);
@@ -230,24 +326,62 @@ fn journal_stage(
 
 fn commit_group(
     journal: &mut Journal,
-    group: &mut Vec<WrittenBatch>,
+    group: &mut Vec<Ready>,
     journal_keys: JournalKeys,
     progress: &mut Progress,
 ) -> Result<()> {
     if group.is_empty() {
         return Ok(());
     }
-    let records: Vec<BatchRecord<'_>> = group
-        .iter()
-        .map(|batch| BatchRecord {
-            db: batch.db,
-            results: &batch.results,
-            checkpoint: batch.checkpoint.as_ref(),
-        })
-        .collect();
+    let mut records: Vec<BatchRecord<'_>> = Vec::with_capacity(group.len() * 2);
+    for ready in group.iter() {
+        records.push(BatchRecord {
+            db: ready.db,
+            results: &ready.results,
+            checkpoint: None,
+        });
+        for checkpoint in &ready.checkpoints {
+            records.push(BatchRecord {
+                db: checkpoint.db,
+                results: &[],
+                checkpoint: Some(checkpoint),
+            });
+        }
+    }
     journal.commit_batches(&records, journal_keys)?;
-    for batch in group.drain(..) {
-        progress.record(&batch.results);
+    for ready in group.drain(..) {
+        progress.record(&ready.results);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn checkpoint(cursor: u64) -> Option<Checkpoint> {
+        Some(Checkpoint {
+            node: "standalone".into(),
+            db: 0,
+            cursor,
+            done: false,
+            run_id: "r".into(),
+            scanned: 1,
+        })
+    }
+
+    #[test]
+    fn checkpoints_are_released_in_each_streams_order() {
+        let mut reorder = Reorder::default();
+        // Batch 2 of stream 0 finishes first: its cursor must wait for 1.
+        assert!(reorder.arrived(0, 2, checkpoint(20)).is_empty());
+        // Another stream is independent.
+        assert_eq!(reorder.arrived(1, 1, checkpoint(5)).len(), 1);
+        let released = reorder.arrived(0, 1, checkpoint(10));
+        let cursors: Vec<u64> = released.iter().map(|c| c.cursor).collect();
+        assert_eq!(cursors, vec![10, 20]);
+        // A batch without a checkpoint (a retry page) still counts in order.
+        assert!(reorder.arrived(0, 4, checkpoint(40)).is_empty());
+        assert!(reorder.arrived(0, 3, None).len() == 1);
+    }
 }

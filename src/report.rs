@@ -178,7 +178,7 @@ pub fn run(settings: ReportSettings, shutdown: &Shutdown) -> Result<Exit> {
     match result {
         Ok(()) => Ok(Exit::Success),
         Err(error) if error.is::<Interrupted>() => {
-            eprintln!("redis-ferry: interrupted; {}", destination.left_behind());
+            crate::log::info(format!("interrupted; {}", destination.left_behind()));
             Ok(Exit::Interrupted)
         }
         Err(error) => Err(error),

@@ -1,17 +1,17 @@
-//! Walking one database of one source node with SCAN, and reading what each
-//! SCAN returns, as batches that carry the cursor to checkpoint.
+//! Walking one database of one source node with SCAN, as checkpointable
+//! batches of keys for the copy workers.
 //!
-//! The SCAN for the next batch travels in the same pipeline as the DUMP and
-//! PTTL of the current one, so a batch costs one round trip on the source.
 //! A batch's checkpoint is the cursor SCAN returned *with* its keys: once
 //! the batch is journaled, a resume starts there and never skips a key.
+//! Listing is separate from reading so that each batch's copy can set up
+//! its fence before the keys are read (see [`crate::copy::fence`]).
 
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 use redis::Value;
 
-use crate::copy::{ReadKey, Step, interpret_read, queue_read, read_keys_at};
+use crate::copy::KeyBatch;
 use crate::interrupt::Shutdown;
 use crate::options::CopyOptions;
 use crate::rate::RateLimiter;
@@ -49,127 +49,95 @@ pub struct Checkpoint {
     pub scanned: u64,
 }
 
-/// Keys read from the source, waiting to be written.
+/// Keys listed by SCAN, and the cursor to record once they are journaled.
 #[derive(Debug)]
-pub struct ReadBatch {
-    pub db: i64,
-    pub target_db: i64,
+pub struct Listed {
+    pub batch: KeyBatch,
     pub checkpoint: Option<Checkpoint>,
-    pub reads: Vec<ReadKey>,
 }
 
-/// Scans `task` to the end (or until `stop`), handing each batch to `emit`.
-/// `emit` returns false when nobody wants more batches. Returns true when
-/// SCAN came back to cursor 0 (the whole database was walked).
+/// Scans `task` to the end (or until `stop`), handing batches of at most
+/// `batch_keys` keys to `emit`. `emit` returns false when nobody wants more
+/// batches. Returns true when SCAN came back to cursor 0 (the whole
+/// database was walked).
 pub fn scan_task(
     side: &mut Side,
     task: &ScanTask,
     options: &CopyOptions,
     limiter: &RateLimiter,
     stop: &Shutdown,
-    mut emit: impl FnMut(ReadBatch) -> bool,
+    batch_keys: usize,
+    mut emit: impl FnMut(Listed) -> bool,
 ) -> Result<bool> {
-    let scan = |cursor: u64| scan_command(cursor, options);
-    let mut first = CommandBuffer::new();
-    first.add_command(scan(task.cursor));
-    let replies = side.run_pipelines(task.db, vec![(task.address.clone(), first)])?;
-    let (mut keys, mut next) = parse_scan(last_reply(replies)?)
-        .with_context(|| format!("SCAN of db {} on {} failed", task.db, task.address))?;
+    let mut cursor = task.cursor;
     let mut last_emit = Instant::now();
     loop {
         if stop.requested() {
             return Ok(false);
         }
+        let mut pipe = CommandBuffer::new();
+        pipe.add_command(scan_command(cursor, options));
+        let reply = side
+            .run_pipelines(task.db, vec![(task.address.clone(), pipe)])?
+            .pop()
+            .and_then(|(_, mut replies)| replies.pop())
+            .context("no reply from the source")?;
+        let (keys, next) = parse_scan(reply)
+            .with_context(|| format!("SCAN of db {} on {} failed", task.db, task.address))?;
         limiter.acquire(keys.len());
         let done = next == 0;
-        let mut pipe = CommandBuffer::new();
-        for key in &keys {
-            queue_read(&mut pipe, key, options.ttl);
-        }
-        if !done {
-            pipe.add_command(scan(next));
-        }
-        let mut replies =
-            last_reply_vec(side.run_pipelines(task.db, vec![(task.address.clone(), pipe)])?)?;
-        let following =
-            if done {
-                None
-            } else {
-                let reply = replies.pop().unwrap_or(Value::Nil);
-                Some(parse_scan(reply).with_context(|| {
-                    format!("SCAN of db {} on {} failed", task.db, task.address)
-                })?)
-            };
-        let reads = interpret_batch(side, task, options, std::mem::take(&mut keys), replies)?;
-        let scanned = reads.len() as u64;
-        if !reads.is_empty() || done || last_emit.elapsed() >= EMPTY_CHECKPOINT_INTERVAL {
-            let batch = ReadBatch {
+        if !keys.is_empty() || done || last_emit.elapsed() >= EMPTY_CHECKPOINT_INTERVAL {
+            let checkpoint = Checkpoint {
+                node: task.node.clone(),
                 db: task.db,
-                target_db: task.target_db,
-                checkpoint: Some(Checkpoint {
-                    node: task.node.clone(),
-                    db: task.db,
-                    cursor: next,
-                    done,
-                    run_id: task.run_id.clone(),
-                    scanned,
-                }),
-                reads,
+                cursor: next,
+                done,
+                run_id: task.run_id.clone(),
+                scanned: keys.len() as u64,
             };
-            if !emit(batch) {
-                return Ok(false);
+            for listed in split_page(task, keys, checkpoint, batch_keys) {
+                if !emit(listed) {
+                    return Ok(false);
+                }
             }
             last_emit = Instant::now();
         }
-        match following {
-            None => return Ok(true),
-            Some((following_keys, following_cursor)) => {
-                keys = following_keys;
-                next = following_cursor;
-            }
+        if done {
+            return Ok(true);
         }
+        cursor = next;
     }
 }
 
-/// Turns the DUMP/PTTL replies into reads; keys that were redirected (a
-/// cluster slot on the move), or changed between the two reads, are read
-/// again where they live now.
-fn interpret_batch(
-    side: &mut Side,
+/// One SCAN page as batches of at most `batch_keys` keys. Only the last
+/// carries the cursor: the pipeline journals a stream's checkpoints in
+/// order, so the cursor moves past the page once all of it is journaled.
+fn split_page(
     task: &ScanTask,
-    options: &CopyOptions,
-    keys: Vec<Vec<u8>>,
-    mut replies: Vec<Value>,
-) -> Result<Vec<ReadKey>> {
-    if replies.len() != keys.len() * 2 {
-        bail!(
-            "expected {} replies from the source, got {}",
-            keys.len() * 2,
-            replies.len()
-        );
+    mut keys: Vec<Vec<u8>>,
+    checkpoint: Checkpoint,
+    batch_keys: usize,
+) -> Vec<Listed> {
+    let batch = |keys: Vec<Vec<u8>>| KeyBatch {
+        db: task.db,
+        target_db: task.target_db,
+        keys,
+        source_address: Some(task.address.clone()),
+    };
+    let mut parts = Vec::new();
+    while keys.len() > batch_keys.max(1) {
+        let rest = keys.split_off(batch_keys.max(1));
+        parts.push(Listed {
+            batch: batch(keys),
+            checkpoint: None,
+        });
+        keys = rest;
     }
-    let mut reads = Vec::with_capacity(keys.len());
-    let mut again = Vec::new();
-    for (index, key) in keys.into_iter().enumerate() {
-        match interpret_read(&mut replies[index * 2..index * 2 + 2], options.ttl) {
-            Step::Done(found) => reads.push(ReadKey { key, found }),
-            Step::Fatal(reason) => bail!("{reason}"),
-            Step::Redirect { address, .. } => again.push((index, key, address)),
-            Step::Again(_) => again.push((index, key, task.address.clone())),
-        }
-    }
-    if again.is_empty() {
-        return Ok(reads);
-    }
-    // Rare: resolve the stragglers with the general routed reader and put
-    // them back (order within a batch does not matter to the journal).
-    let (keys, addresses): (Vec<_>, Vec<_>) = again
-        .into_iter()
-        .map(|(_, key, address)| (key, address))
-        .unzip();
-    let resolved = read_keys_at(side, task.db, keys, addresses, options.ttl)?;
-    reads.extend(resolved);
-    Ok(reads)
+    parts.push(Listed {
+        batch: batch(keys),
+        checkpoint: Some(checkpoint),
+    });
+    parts
 }
 
 pub fn scan_command(cursor: u64, options: &CopyOptions) -> redis::Cmd {
@@ -183,20 +151,6 @@ pub fn scan_command(cursor: u64, options: &CopyOptions) -> redis::Cmd {
         command.arg("TYPE").arg(key_type);
     }
     command
-}
-
-fn last_reply_vec(replies: Vec<(String, Vec<Value>)>) -> Result<Vec<Value>> {
-    replies
-        .into_iter()
-        .next()
-        .map(|(_, replies)| replies)
-        .context("no reply from the source")
-}
-
-fn last_reply(replies: Vec<(String, Vec<Value>)>) -> Result<Value> {
-    last_reply_vec(replies)?
-        .pop()
-        .context("no reply from the source")
 }
 
 /// `[cursor, [key, ...]]` → (keys, cursor).
@@ -244,6 +198,34 @@ mod tests {
         let (keys, cursor) = parse_scan(reply).unwrap();
         assert_eq!(cursor, u64::MAX);
         assert_eq!(keys, vec![b"a\x00b".to_vec(), vec![]]);
+    }
+
+    #[test]
+    fn a_page_splits_into_batches_and_only_the_last_moves_the_cursor() {
+        let task = ScanTask {
+            node: "standalone".into(),
+            address: "127.0.0.1:1".into(),
+            db: 0,
+            target_db: 0,
+            cursor: 0,
+            run_id: "r".into(),
+        };
+        let keys: Vec<Vec<u8>> = (0..250u32).map(|i| i.to_be_bytes().to_vec()).collect();
+        let checkpoint = Checkpoint {
+            node: "standalone".into(),
+            db: 0,
+            cursor: 77,
+            done: false,
+            run_id: "r".into(),
+            scanned: 250,
+        };
+        let parts = split_page(&task, keys.clone(), checkpoint.clone(), 100);
+        let sizes: Vec<usize> = parts.iter().map(|p| p.batch.keys.len()).collect();
+        assert_eq!(sizes, vec![100, 100, 50]);
+        assert!(parts[..2].iter().all(|p| p.checkpoint.is_none()));
+        assert_eq!(parts[2].checkpoint.as_ref(), Some(&checkpoint));
+        let rejoined: Vec<Vec<u8>> = parts.into_iter().flat_map(|p| p.batch.keys).collect();
+        assert_eq!(rejoined, keys);
     }
 
     #[test]

@@ -22,6 +22,15 @@ use crate::wire::CommandBuffer;
 /// The node name used for a standalone server in the journal's cursors.
 pub const STANDALONE_NODE: &str = "standalone";
 
+/// Which server process serves a primary: recorded for the target when a
+/// job starts, compared before every resume and after every pass.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct NodeIdentity {
+    pub node: String,
+    pub address: String,
+    pub run_id: String,
+}
+
 pub struct Side {
     pub endpoint: Endpoint,
     /// INFO of the server the URL named.
@@ -194,6 +203,51 @@ impl Side {
             self.connections.insert(address.to_string(), connection);
         }
         Ok(self.connections.get_mut(address).expect("inserted above"))
+    }
+
+    /// The generation of the connection to `address` (see
+    /// [`NodeConnection::generation`]), opening it if needed.
+    pub fn generation(&mut self, address: &str) -> Result<u64> {
+        Ok(self.connection(address)?.generation())
+    }
+
+    /// Sends `pipe` to `address` in `db` once, only on connection
+    /// `generation` (see [`NodeConnection::send_fenced`]).
+    pub fn send_fenced(
+        &mut self,
+        address: &str,
+        db: i64,
+        pipe: &CommandBuffer,
+        generation: u64,
+    ) -> Result<Option<Vec<Value>>> {
+        let connection = self.connection(address)?;
+        connection.select(db);
+        connection.send_fenced(pipe, generation)
+    }
+
+    /// Identity of every primary now: (node id or `standalone`, address,
+    /// run_id), sorted. A target whose identity changed since it was
+    /// recorded has restarted or failed over, and may have lost keys.
+    pub fn identity(&mut self) -> Result<Vec<NodeIdentity>> {
+        let nodes: Vec<(String, String)> = match &self.topology {
+            None => vec![(STANDALONE_NODE.to_string(), self.seed_address.clone())],
+            Some(topology) => topology
+                .primaries()
+                .iter()
+                .map(|node| (node.id.clone(), node.address()))
+                .collect(),
+        };
+        let mut identity = Vec::with_capacity(nodes.len());
+        for (node, address) in nodes {
+            let info = ServerInfo::read(self.connection(&address)?)?;
+            identity.push(NodeIdentity {
+                node,
+                address,
+                run_id: info.run_id,
+            });
+        }
+        identity.sort_by(|a, b| a.node.cmp(&b.node));
+        Ok(identity)
     }
 
     fn endpoint_for(&self, address: &str) -> Result<Endpoint> {

@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::clock::{rfc3339, short_duration};
 use crate::escape::escape_key;
 use crate::exit::Exit;
+use crate::hint;
 use crate::journal::{self, JobState, Journal};
 use crate::options::CopyOptions;
 use crate::outcome::OutcomeCounts;
@@ -196,8 +197,8 @@ impl JobSummary {
         })
     }
 
-    /// The plain-text view `status` prints.
-    pub fn to_text(&self) -> String {
+    /// The plain-text view `status` prints; its hints name `journal`.
+    pub fn to_text(&self, journal: &Path) -> String {
         let mut out = String::new();
         let job = &self.job;
         let activity = if job.active {
@@ -267,7 +268,12 @@ impl JobSummary {
             }
         }
         if !job.active && matches!(job.state.as_str(), "interrupted" | "failed" | "running") {
-            let _ = writeln!(out, "next:     `redis-ferry resume` continues the job");
+            let _ = writeln!(
+                out,
+                "next:     `{}` continues the job{}",
+                hint::command("resume", journal, ""),
+                hint::passwords_again(&job.source, &job.target)
+            );
         }
         out
     }
@@ -278,9 +284,9 @@ pub fn run(journal_path: &Path, json: bool) -> Result<Exit> {
     let journal = Journal::open_to_read(journal_path)?;
     let summary = JobSummary::read(&journal)?;
     if json {
-        println!("{}", serde_json::to_string_pretty(&summary)?);
+        crate::output::println(&serde_json::to_string_pretty(&summary)?)?;
     } else {
-        print!("{}", summary.to_text());
+        crate::output::print(&summary.to_text(journal_path))?;
     }
     Ok(Exit::Success)
 }

@@ -43,7 +43,8 @@ use crate::interrupt::Shutdown;
 use crate::journal::{JobState, Journal};
 use crate::options::{CopyOptions, JournalKeys};
 use crate::outcome::{KeyResult, Outcome};
-use crate::progress::ProgressMode;
+use crate::progress::{ProgressSettings, StartLine};
+use crate::rate::RateLimiter;
 use crate::side::Side;
 
 use compare::{CompareSettings, Verdict};
@@ -72,7 +73,9 @@ pub struct VerifySettings {
     pub show: usize,
     /// SCAN COUNT (default: the job's, or 1000).
     pub scan_count: Option<u32>,
-    pub progress: ProgressMode,
+    pub progress: ProgressSettings,
+    /// `--rate N`: at most N keys compared per second.
+    pub rate: Option<u64>,
 }
 
 impl Default for VerifySettings {
@@ -84,7 +87,8 @@ impl Default for VerifySettings {
             extra: false,
             show: 20,
             scan_count: None,
-            progress: ProgressMode::Off,
+            progress: ProgressSettings::off(),
+            rate: None,
         }
     }
 }
@@ -108,11 +112,11 @@ pub fn with_journal(
     let mut journal = Journal::open_to_drive(path)?;
     let job = journal.job()?.context("the journal holds no job")?;
     if job.state != JobState::Completed {
-        eprintln!(
-            "redis-ferry: note: the job in {} is {}, not completed: keys it has not copied yet show as missing on the target",
+        crate::log::info(format!(
+            "note: the job in {} is {}, not completed: keys it has not copied yet show as missing on the target",
             path.display(),
             job.state.as_str()
-        );
+        ));
     }
     let (source, target) = crate::job::endpoints_of(&job, source_override, target_override)?;
     let mut sides = connect(&source, &target, job.options.reconnect_budget(), shutdown)?;
@@ -124,7 +128,9 @@ pub fn with_journal(
     let exit = match result {
         Ok(mut report) => {
             report.journal = Some(note);
-            print!("{}", report.to_text());
+            // The runs table counts keys compared, not differences recorded.
+            journal.set_run_keys(report.checked + report.target_checked)?;
+            crate::output::print(&report.to_text())?;
             finish_message(&report);
             report.exit()
         }
@@ -146,7 +152,7 @@ pub fn without_journal(
     shutdown: &Shutdown,
 ) -> Result<Exit> {
     let report = compare_servers(source, target, settings, shutdown)?;
-    print!("{}", report.to_text());
+    crate::output::print(&report.to_text())?;
     finish_message(&report);
     Ok(report.exit())
 }
@@ -166,10 +172,10 @@ pub fn compare_servers(
 
 fn finish_message(report: &Report) {
     if report.interrupted {
-        eprintln!(
-            "redis-ferry: verify interrupted after {} keys; the summary covers only those",
+        crate::log::info(format!(
+            "verify interrupted after {} keys; the summary covers only those",
             report.checked
-        );
+        ));
     }
 }
 
@@ -416,13 +422,30 @@ pub fn verify(
         extra: settings.extra,
         ..Report::default()
     };
+    crate::progress::log_start(&StartLine {
+        command: "verify".into(),
+        source: report.source.clone(),
+        target: report.target.clone(),
+        dbs: scope
+            .dbs
+            .iter()
+            .map(|dbs| (dbs.source, dbs.target))
+            .collect(),
+        keys_expected: plan.expected,
+        selection: settings
+            .sample
+            .map(|size| format!("a sample of about {size} keys")),
+        ..StartLine::default()
+    });
     let mut progress = VerifyProgress::new(settings.progress, plan.expected);
     // Workers stop on this flag: set on Ctrl-C and when the collector fails.
     let stop = Shutdown::new();
+    let limiter = RateLimiter::new(settings.rate);
     let context = WorkContext {
         filter: &scope.filter,
         compare: &compare,
         stop: &stop,
+        limiter: &limiter,
     };
     let (sender, receiver) = sync_channel::<Message>(4);
     let collected = std::thread::scope(|scope| {

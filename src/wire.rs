@@ -21,6 +21,9 @@ pub struct CommandBuffer {
     /// known at the end).
     pending: Vec<u8>,
     pending_args: usize,
+    /// Send `ASKING` before every command (a key whose slot is being
+    /// imported by the node: `ASKING` only covers the command after it).
+    asking: bool,
 }
 
 impl CommandBuffer {
@@ -32,6 +35,7 @@ impl CommandBuffer {
     /// complete when the returned value is dropped (at the end of the
     /// statement, in the usual `buffer.cmd("GET").arg(key);`).
     pub fn cmd(&mut self, name: &str) -> Command<'_> {
+        self.push_asking();
         self.pending.clear();
         self.pending_args = 0;
         self.write_arg(name.as_bytes());
@@ -40,9 +44,16 @@ impl CommandBuffer {
 
     /// Appends a command built with redis-rs.
     pub fn add_command(&mut self, command: impl std::borrow::Borrow<redis::Cmd>) {
+        self.push_asking();
         self.bytes
             .extend_from_slice(&command.borrow().get_packed_command());
         self.count += 1;
+    }
+
+    /// While set, every command added with [`CommandBuffer::cmd`] is
+    /// preceded by `ASKING` (counted in [`CommandBuffer::len`]).
+    pub fn set_asking(&mut self, asking: bool) {
+        self.asking = asking;
     }
 
     /// Number of commands.
@@ -57,6 +68,13 @@ impl CommandBuffer {
     /// The encoded commands.
     pub fn bytes(&self) -> &[u8] {
         &self.bytes
+    }
+
+    fn push_asking(&mut self) {
+        if self.asking {
+            self.bytes.extend_from_slice(b"*1\r\n$6\r\nASKING\r\n");
+            self.count += 1;
+        }
     }
 
     fn finish_command(&mut self) {

@@ -96,8 +96,8 @@ fn an_interrupted_cluster_source_resumes_every_node_where_it_stopped() {
     let dir = tempfile::tempdir().unwrap();
     let journal = journal_in(&dir);
     let (s, t) = (cluster.url(), target.url());
-    let child = spawn_paced_run(&s, &t, &journal, 3000);
-    wait_for_restored(&journal, 2500);
+    let mut child = spawn_paced_run(&s, &t, &journal, 3000);
+    wait_for_restored(&mut child, &journal, 2500);
     signal(&child, "KILL");
     finish(child);
     let status = status_json(&journal);
@@ -178,8 +178,8 @@ fn slots_resharded_while_the_job_runs_lose_no_key() {
     let dir = tempfile::tempdir().unwrap();
     let journal = journal_in(&dir);
     let (s, t) = (cluster.url(), target.url());
-    let child = spawn_paced_run(&s, &t, &journal, 3000);
-    wait_for_restored(&journal, 1500);
+    let mut child = spawn_paced_run(&s, &t, &journal, 3000);
+    wait_for_restored(&mut child, &journal, 1500);
     let primaries = cluster.primaries();
     let (a, b, c) = (
         node_id(primaries[0]),
@@ -234,8 +234,8 @@ fn resume_after_a_failover_rescans_what_it_cannot_prove_and_says_so() {
     let dir = tempfile::tempdir().unwrap();
     let journal = journal_in(&dir);
     let (s, t) = (cluster.url(), target.url());
-    let child = spawn_paced_run(&s, &t, &journal, 3000);
-    wait_for_restored(&journal, 1500);
+    let mut child = spawn_paced_run(&s, &t, &journal, 3000);
+    wait_for_restored(&mut child, &journal, 1500);
     signal(&child, "INT");
     assert_exit(&finish(child), 130);
     // Promote one replica: its primary becomes a replica.

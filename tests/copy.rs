@@ -133,8 +133,10 @@ fn ttls_are_carried_in_milliseconds_and_persistent_keys_stay_persistent() {
         .exec(&mut target.connection())
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
+    // The target holds a key already: say how to treat it.
+    let existing = ["--existing", "replace"];
     assert_exit(
-        &run_job(&source.url(), &target.url(), &journal_in(&dir), &[]),
+        &run_job(&source.url(), &target.url(), &journal_in(&dir), &existing),
         0,
     );
     let mut t = target.connection();

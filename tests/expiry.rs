@@ -39,12 +39,12 @@ fn keys_expiring_during_the_copy_are_never_resurrected_without_a_ttl() {
     // Right after the copy: every volatile key on the target has a TTL.
     let mut t = target.connection();
     let mut still_there = 0;
-    for i in 0..volatile {
-        let pttl: i64 = redis::cmd("PTTL")
-            .arg(format!("v:{i}"))
-            .query(&mut t)
-            .unwrap();
+    for (i, pttl) in pttls(&mut t, "v", volatile).into_iter().enumerate() {
         assert_ne!(pttl, -1, "v:{i} landed without its TTL");
+        assert!(
+            pttl <= 3000,
+            "v:{i} got a TTL of {pttl} ms, longer than the source gave it"
+        );
         still_there += usize::from(pttl > 0);
     }
     let status = status_json(&journal);
@@ -66,15 +66,13 @@ fn keys_expiring_during_the_copy_are_never_resurrected_without_a_ttl() {
         "some keys must have expired during the test"
     );
 
-    // Once every TTL has passed, only the persistent keys remain.
-    std::thread::sleep(Duration::from_millis(3100));
-    for i in 0..volatile {
-        let exists: i64 = redis::cmd("EXISTS")
-            .arg(format!("v:{i}"))
-            .query(&mut t)
-            .unwrap();
-        assert_eq!(exists, 0, "v:{i} outlived its TTL on the target");
-    }
+    // Every volatile key expires on the target (none was given a TTL
+    // longer than 3 s above), and then only the persistent keys remain.
+    wait_until(
+        "every volatile key expired on the target",
+        Duration::from_secs(60),
+        || pttls(&mut t, "v", volatile).iter().all(|pttl| *pttl == -2),
+    );
     assert_eq!(dbsize(&mut t, 0), 4000);
 }
 
@@ -113,7 +111,14 @@ fn a_key_gone_when_read_is_deleted_on_the_target_too() {
         &source.url(),
         &target.url(),
         &journal,
-        &["--rate", "2500", "--scan-count", "50"],
+        &[
+            "--rate",
+            "2500",
+            "--scan-count",
+            "50",
+            "--existing",
+            "replace",
+        ],
     );
     assert_exit(&output, 0);
     let status = status_json(&journal);
@@ -123,20 +128,32 @@ fn a_key_gone_when_read_is_deleted_on_the_target_too() {
         expired > 0,
         "the pacing should let some keys expire after SCAN: {status}"
     );
-    std::thread::sleep(Duration::from_millis(1500));
+    // Restored copies carry their TTL (at most the 1.4 s given); wait until
+    // every one has expired, which leaves only keys without a TTL.
+    wait_until(
+        "every restored copy expired on the target",
+        Duration::from_secs(60),
+        || pttls(&mut t, "gone", keys).iter().all(|pttl| *pttl < 0),
+    );
     // Keys the job never saw (expired before SCAN reached them) keep their
     // stale copy; every key it saw is gone from the target now.
-    let mut left = 0u64;
-    for i in 0..keys {
-        let exists: i64 = redis::cmd("EXISTS")
-            .arg(format!("gone:{i}"))
-            .query(&mut t)
-            .unwrap();
-        left += exists as u64;
-    }
+    let left = pttls(&mut t, "gone", keys)
+        .iter()
+        .filter(|pttl| **pttl == -1)
+        .count() as u64;
     assert_eq!(
         left,
         keys as u64 - restored - expired,
         "restored {restored}, expired {expired}"
     );
+}
+
+/// PTTL of `PREFIX:0` .. `PREFIX:{count-1}` on one connection: -2 for a
+/// key that is gone, -1 for one without a TTL.
+fn pttls(connection: &mut redis::Connection, prefix: &str, count: usize) -> Vec<i64> {
+    let mut pipe = redis::pipe();
+    for i in 0..count {
+        pipe.cmd("PTTL").arg(format!("{prefix}:{i}"));
+    }
+    pipe.query(connection).unwrap()
 }

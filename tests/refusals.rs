@@ -146,18 +146,23 @@ fn a_wrong_password_is_reported_without_echoing_any_password() {
     let source = RedisServer::start_with(&["--requirepass", "right-horse-battery"]);
     let target = RedisServer::start();
     let dir = tempfile::tempdir().unwrap();
-    let wrong = format!("redis://:wrong-staple-9@127.0.0.1:{}", source.port);
-    let output = ferry(&[
+    let output = ferry_command(&[
         "run",
         "--source",
-        &wrong,
+        &source.url(),
         "--target",
         &target.url(),
         "--journal",
         &journal_in(&dir),
-    ]);
+    ])
+    .env("REDIS_FERRY_SOURCE_PASSWORD", "wrong-staple-9")
+    .output()
+    .unwrap();
     assert_exit(&output, 1);
-    assert_one_clear_line(&output, "authentication failed");
+    assert_one_clear_line(
+        &output,
+        "authentication failed: the source refused the password (taken from REDIS_FERRY_SOURCE_PASSWORD)",
+    );
     let all = format!("{}{}", stdout(&output), stderr(&output));
     assert!(
         !all.contains("wrong-staple-9") && !all.contains("right-horse-battery"),
@@ -226,7 +231,7 @@ fn passwords_never_reach_the_journal_status_or_logs() {
     assert_exit(&output, 1);
     assert_one_clear_line(
         &output,
-        "it needs a password; set REDIS_FERRY_SOURCE_PASSWORD or pass --source with the password",
+        "it needs a password, which the journal does not keep; give it with --source-password-file FILE, REDIS_FERRY_SOURCE_PASSWORD or a --source URL with the password",
     );
     let output = ferry_command(&["retry", "--journal", &journal, "--progress", "off"])
         .env("REDIS_FERRY_SOURCE_PASSWORD", "source-secret-1")
@@ -306,7 +311,14 @@ fn a_full_target_stops_the_job_resumably() {
     let journal = journal_in(&dir);
     let output = run_job(&source.url(), &target.url(), &journal, &[]);
     assert_exit(&output, 1);
-    assert_one_clear_line(&output, "OOM command not allowed");
+    // Warned before the first write, then one line for the stop.
+    let text = stderr(&output);
+    assert!(text.contains("it will not fit"), "{text}");
+    let last = text.lines().last().unwrap_or_default();
+    assert!(
+        last.contains("OOM command not allowed") && !text.contains("panicked"),
+        "{text}"
+    );
     assert!(
         stderr(&output).contains("redis-ferry resume --journal"),
         "{}",
@@ -360,4 +372,74 @@ fn a_database_a_server_does_not_have_is_refused_before_anything_is_copied() {
         "nothing is created for a refused job"
     );
     assert_eq!(dbsize(&mut target.connection(), 0), 0);
+}
+
+#[test]
+fn a_type_that_does_not_exist_is_refused_before_the_journal_is_touched() {
+    let source = RedisServer::start();
+    fill_strings(&mut source.connection(), "k", 10, None);
+    let target = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let journal = journal_in(&dir);
+    let output = run_job(&source.url(), &target.url(), &journal, &["--type", "strng"]);
+    assert_exit(&output, 2);
+    assert_one_clear_line(
+        &output,
+        &format!(
+            "--type \"strng\" is not a type the source {} can hold; use one of: string, list, set, zset, hash, stream",
+            source.url()
+        ),
+    );
+    assert!(
+        !Path::new(&journal).exists(),
+        "the journal must not be created"
+    );
+    assert_eq!(dbsize(&mut target.connection(), 0), 0);
+    // A real type, in any case, is accepted.
+    let output = run_job(
+        &source.url(),
+        &target.url(),
+        &journal,
+        &["--type", "STRING"],
+    );
+    assert_exit(&output, 0);
+    assert_eq!(dbsize(&mut target.connection(), 0), 10);
+}
+
+#[test]
+fn databases_poured_into_one_target_database_are_refused() {
+    let source = RedisServer::start();
+    fill_strings(&mut source.connection_db(0), "same", 10, None);
+    fill_strings(&mut source.connection_db(1), "same", 10, None);
+    let target = RedisServer::start();
+    let dir = tempfile::tempdir().unwrap();
+    let journal = journal_in(&dir);
+    for maps in [
+        vec!["--db-map", "0:2", "--db-map", "1:2"],
+        // db 1 onto db 0, which is copied as itself.
+        vec!["--db-map", "1:0"],
+    ] {
+        let output = run_job(&source.url(), &target.url(), &journal, &maps);
+        assert_exit(&output, 2);
+        assert_one_clear_line(
+            &output,
+            "source databases 0 and 1 would all go to target db",
+        );
+        assert!(
+            stderr(&output).contains("keys of the same name overwrite each other"),
+            "{}",
+            describe(&output)
+        );
+        assert!(!Path::new(&journal).exists());
+    }
+    // Distinct targets are fine.
+    let output = run_job(
+        &source.url(),
+        &target.url(),
+        &journal,
+        &["--db-map", "0:2", "--db-map", "1:3"],
+    );
+    assert_exit(&output, 0);
+    assert_eq!(dbsize(&mut target.connection_db(2), 2), 10);
+    assert_eq!(dbsize(&mut target.connection_db(3), 3), 10);
 }

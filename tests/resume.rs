@@ -4,8 +4,6 @@
 
 mod common;
 
-use std::time::Duration;
-
 use common::*;
 
 /// Keys in the source for the interruption tests, and the pace that makes a
@@ -46,8 +44,8 @@ fn ctrl_c_stops_cleanly_and_resume_finishes_the_job() {
     let dir = tempfile::tempdir().unwrap();
     let journal = journal_in(&dir);
     let (s, t) = (source.url(), target.url());
-    let child = spawn_ferry(&run_args(&s, &t, &journal, true));
-    wait_for_restored(&journal, 2000);
+    let mut child = spawn_ferry(&run_args(&s, &t, &journal, true));
+    wait_for_restored(&mut child, &journal, 2000);
     signal(&child, "INT");
     let output = finish(child);
     assert_exit(&output, 130);
@@ -81,8 +79,8 @@ fn sigterm_is_handled_like_ctrl_c() {
     let dir = tempfile::tempdir().unwrap();
     let journal = journal_in(&dir);
     let (s, t) = (source.url(), target.url());
-    let child = spawn_ferry(&run_args(&s, &t, &journal, true));
-    wait_for_restored(&journal, 1000);
+    let mut child = spawn_ferry(&run_args(&s, &t, &journal, true));
+    wait_for_restored(&mut child, &journal, 1000);
     signal(&child, "TERM");
     let output = finish(child);
     assert_exit(&output, 130);
@@ -101,13 +99,13 @@ fn sigkill_at_several_moments_then_resume_loses_no_key() {
 
     // Killed early, in the middle, and late; each time by SIGKILL, so no
     // handler runs and no batch is finished on purpose.
-    let child = spawn_ferry(&run_args(&s, &t, &journal, true));
-    wait_for_restored(&journal, 500);
+    let mut child = spawn_ferry(&run_args(&s, &t, &journal, true));
+    wait_for_restored(&mut child, &journal, 500);
     signal(&child, "KILL");
     finish(child);
     for threshold in [6_000, 14_000] {
-        let child = spawn_ferry(&["resume", "--journal", &journal, "--progress", "off"]);
-        wait_for_restored(&journal, threshold);
+        let mut child = spawn_ferry(&["resume", "--journal", &journal, "--progress", "off"]);
+        wait_for_restored(&mut child, &journal, threshold);
         signal(&child, "KILL");
         finish(child);
         // A killed run still says "running" in the journal; status knows
@@ -133,8 +131,8 @@ fn a_journal_is_never_driven_by_two_processes() {
     let dir = tempfile::tempdir().unwrap();
     let journal = journal_in(&dir);
     let (s, t) = (source.url(), target.url());
-    let child = spawn_ferry(&run_args(&s, &t, &journal, true));
-    wait_for_restored(&journal, 500);
+    let mut child = spawn_ferry(&run_args(&s, &t, &journal, true));
+    wait_for_restored(&mut child, &journal, 500);
 
     let second = ferry(&["resume", "--journal", &journal, "--progress", "off"]);
     assert_exit(&second, 1);
@@ -203,7 +201,7 @@ fn a_restarted_source_is_scanned_again_from_the_start() {
     let dir = tempfile::tempdir().unwrap();
     let journal = journal_in(&dir);
     let (s, t) = (source.url(), target.url());
-    let child = spawn_ferry(&[
+    let mut child = spawn_ferry(&[
         "run",
         "--source",
         &s,
@@ -216,7 +214,7 @@ fn a_restarted_source_is_scanned_again_from_the_start() {
         "--scan-count",
         "100",
     ]);
-    wait_for_restored(&journal, 300);
+    wait_for_restored(&mut child, &journal, 300);
     signal(&child, "INT");
     assert_exit(&finish(child), 130);
     // Same data, new process: its hash seed and so its SCAN order differ.
@@ -252,8 +250,8 @@ fn a_second_ctrl_c_exits_at_once_and_the_journal_stays_consistent() {
     let dir = tempfile::tempdir().unwrap();
     let journal = journal_in(&dir);
     let (s, t) = (source.url(), target.url());
-    let child = spawn_ferry(&run_args(&s, &t, &journal, true));
-    wait_for_restored(&journal, 1000);
+    let mut child = spawn_ferry(&run_args(&s, &t, &journal, true));
+    wait_for_restored(&mut child, &journal, 1000);
     // The target holds every write for a minute, so the batch in flight
     // cannot finish: only the second Ctrl-C can end the process (without
     // the pause, the first one may finish cleanly before the second lands).
@@ -289,21 +287,31 @@ fn dropped_connections_are_reconnected_and_the_job_goes_on() {
     let dir = tempfile::tempdir().unwrap();
     let journal = journal_in(&dir);
     let (s, t) = (source.url(), target.url());
-    let child = spawn_ferry(&run_args(&s, &t, &journal, true));
-    wait_for_restored(&journal, 1000);
-    // Kill every client connection on both servers, twice.
-    for _ in 0..2 {
-        for server in [&source, &target] {
-            redis::cmd("CLIENT")
+    let mut child = spawn_ferry(&run_args(&s, &t, &journal, true));
+    wait_for_restored(&mut child, &journal, 1000);
+    // Kill every client connection on both servers, twice, while the job
+    // runs: the only other clients are redis-ferry's (status reads only
+    // the journal), so each kill must have hit at least one of ours.
+    for round in 0..2 {
+        for (side, server) in [("source", &source), ("target", &target)] {
+            let killed: u64 = redis::cmd("CLIENT")
                 .arg("KILL")
                 .arg("TYPE")
                 .arg("normal")
                 .arg("SKIPME")
                 .arg("yes")
-                .exec(&mut server.connection())
+                .query(&mut server.connection())
                 .unwrap();
+            assert!(
+                killed >= 1,
+                "round {round}: CLIENT KILL on the {side} found no connection of redis-ferry's to kill"
+            );
         }
-        std::thread::sleep(Duration::from_millis(300));
+        let restored = status_json(&journal)["outcomes"]["restored"]
+            .as_u64()
+            .unwrap();
+        // The next round only after the job got its connections back.
+        wait_for_restored(&mut child, &journal, restored + 200);
     }
     let output = finish(child);
     assert_exit(&output, 0);
@@ -320,8 +328,8 @@ fn a_target_that_stays_down_stops_the_job_resumably() {
     let (s, t) = (source.url(), target.url());
     let mut args = run_args(&s, &t, &journal, true);
     args.extend(["--reconnect-timeout", "2"]);
-    let child = spawn_ferry(&args);
-    wait_for_restored(&journal, 1000);
+    let mut child = spawn_ferry(&args);
+    wait_for_restored(&mut child, &journal, 1000);
     target.stop();
     let output = finish(child);
     assert_exit(&output, 1);
@@ -354,8 +362,8 @@ fn a_target_turned_read_only_stops_the_job() {
     let dir = tempfile::tempdir().unwrap();
     let journal = journal_in(&dir);
     let (s, t) = (source.url(), target.url());
-    let child = spawn_ferry(&run_args(&s, &t, &journal, true));
-    wait_for_restored(&journal, 1000);
+    let mut child = spawn_ferry(&run_args(&s, &t, &journal, true));
+    wait_for_restored(&mut child, &journal, 1000);
     redis::cmd("REPLICAOF")
         .arg("127.0.0.1")
         .arg(other.port)
@@ -387,8 +395,8 @@ fn a_source_restarted_during_the_run_is_scanned_again_before_the_job_completes()
     let dir = tempfile::tempdir().unwrap();
     let journal = journal_in(&dir);
     let (s, t) = (source.url(), target.url());
-    let child = spawn_paced_run(&s, &t, &journal, 8000);
-    wait_for_restored(&journal, 2000);
+    let mut child = spawn_paced_run(&s, &t, &journal, 8000);
+    wait_for_restored(&mut child, &journal, 2000);
     source.restart();
     let output = finish(child);
     assert_exit(&output, 0);
@@ -402,5 +410,11 @@ fn a_source_restarted_during_the_run_is_scanned_again_before_the_job_completes()
         status_json(&journal)["outcomes"]["restored"],
         KEYS as u64,
         "each key counted once"
+    );
+    // The last line counts keys as status does, not copies made.
+    assert!(
+        stdout(&output).contains(&format!("job completed: {KEYS} keys (restored {KEYS}, ")),
+        "{}",
+        describe(&output)
     );
 }

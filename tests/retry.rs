@@ -8,7 +8,6 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::Duration;
 
 use common::*;
 use redis_ferry::escape::unescape_key;
@@ -236,8 +235,8 @@ fn a_retry_stopped_by_ctrl_c_or_killed_halfway_finishes_the_rest_when_run_again(
             .expect("redis-ferry starts")
     };
 
-    let child = spawn_retry();
-    wait_for_restored(&journal, OK + 1000);
+    let mut child = spawn_retry();
+    wait_for_restored(&mut child, &journal, OK + 1000);
     signal(&child, "INT");
     let output = finish(child);
     assert_exit(&output, 130);
@@ -253,8 +252,8 @@ fn a_retry_stopped_by_ctrl_c_or_killed_halfway_finishes_the_rest_when_run_again(
         .unwrap();
     assert!(failed > 0 && failed <= DENIED - 1000, "failed {failed}");
 
-    let child = spawn_retry();
-    wait_for_restored(&journal, OK + 4000);
+    let mut child = spawn_retry();
+    wait_for_restored(&mut child, &journal, OK + 4000);
     signal(&child, "KILL");
     finish(child);
     let failed = status_json(&journal)["outcomes"]["failed"]
@@ -289,16 +288,8 @@ fn a_retry_before_the_job_finished_says_resume_copies_the_rest() {
     let dir = tempfile::tempdir().unwrap();
     let journal = journal_in(&dir);
     let (s, t) = (source.url(), ferry_url(&target));
-    let child = spawn_paced_run(&s, &t, &journal, 2000);
-    wait_until("some keys failed", Duration::from_secs(120), || {
-        let output = ferry(&["status", "--journal", &journal, "--json"]);
-        output.status.code() == Some(0)
-            && serde_json::from_slice::<serde_json::Value>(&output.stdout).unwrap()["outcomes"]
-                ["failed"]
-                .as_u64()
-                .unwrap_or(0)
-                >= 100
-    });
+    let mut child = spawn_paced_run(&s, &t, &journal, 2000);
+    wait_for_outcome(&mut child, &journal, "failed", 100);
     signal(&child, "INT");
     assert_exit(&finish(child), 130);
     widen_acl(&target);

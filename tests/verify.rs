@@ -605,7 +605,7 @@ fn a_mismatch_fixed_by_hand_is_cleared_by_the_next_verify() {
     cmd(&mut target.connection(), &["SET", "k:3", &"v".repeat(100)]);
     let fixed = verify(&["--journal", &journal]);
     assert_exit(&fixed, 0);
-    assert!(stdout(&fixed).contains("1 keys recorded as mismatch earlier now compare equal"));
+    assert!(stdout(&fixed).contains("1 key recorded as mismatch earlier now compares equal"));
     let status = status_json(&journal);
     assert_eq!(status["outcomes"]["mismatch"], 0);
     assert_eq!(status["outcomes"]["restored"], 10);

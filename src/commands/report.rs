@@ -28,6 +28,10 @@ pub struct ReportArgs {
 }
 
 pub fn run(args: ReportArgs, shutdown: &Shutdown) -> anyhow::Result<Exit> {
+    super::journal_place::check(
+        &args.journal.journal,
+        super::journal_place::JournalUse::Read,
+    )?;
     let (source, target) = args.servers.endpoints()?;
     let settings = ReportSettings {
         journal: args.journal.journal,

@@ -7,7 +7,6 @@ use crate::exit::Exit;
 use crate::interrupt::Shutdown;
 use crate::job::{self, Launch};
 use crate::outcome::Outcome;
-use crate::progress::ProgressMode;
 
 /// The outcomes `retry` can select.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
@@ -37,20 +36,29 @@ pub struct RetryArgs {
     pub outcome: Vec<RetryOutcome>,
     #[command(flatten)]
     pub servers: super::ServersAgain,
-    /// Progress display on stderr.
-    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
-    pub progress: ProgressMode,
+    /// At most N keys per second for this retry, or `unlimited`, instead of the job's own --rate.
+    #[arg(long, value_name = "N|unlimited", value_parser = super::parse_rate)]
+    pub rate: Option<super::RateArg>,
+    #[command(flatten)]
+    pub progress: super::ProgressArgs,
+    #[command(flatten)]
+    pub metrics: super::MetricsArg,
 }
 
 pub fn run(args: RetryArgs, shutdown: &Shutdown) -> anyhow::Result<Exit> {
+    super::journal_place::check(
+        &args.journal.journal,
+        super::journal_place::JournalUse::Write,
+    )?;
     let (source, target) = args.servers.endpoints()?;
     let mut outcomes: Vec<Outcome> = args.outcome.into_iter().map(Outcome::from).collect();
     outcomes.sort();
     outcomes.dedup();
     let launch = Launch {
-        journal: args.journal.journal,
-        progress: args.progress,
-        shutdown: shutdown.clone(),
+        progress: args.progress.settings(),
+        rate: args.rate.map(|rate| rate.0),
+        ..Launch::new(args.journal.journal, shutdown.clone())
     };
-    job::retry(&launch, outcomes, source, target)
+    args.metrics
+        .around(|| job::retry(&launch, outcomes, source, target))
 }

@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::Args;
 
 use crate::cli::JournalArg;
@@ -16,7 +16,7 @@ use crate::options::{
     CopyOptions, DEFAULT_BIG_KEY_THRESHOLD, Existing, JournalKeys, RestoreMode, TtlMode,
     parse_byte_size,
 };
-use crate::progress::ProgressMode;
+use crate::preflight::NewJob;
 
 #[derive(Debug, Args)]
 pub struct RunArgs {
@@ -24,16 +24,21 @@ pub struct RunArgs {
     pub journal: JournalArg,
     /// The server to copy from: redis://[[user]:password@]host[:port][/db], rediss://..., unix:///path.
     ///
-    /// Any node of a cluster will do. A password in REDIS_FERRY_SOURCE_PASSWORD
-    /// wins over the URL's. A /db in the URL copies only that database.
+    /// Any node of a cluster will do; host:port alone means redis://host:port.
+    /// Give a password with --source-password-file or
+    /// REDIS_FERRY_SOURCE_PASSWORD rather than in the URL (`ps` shows it).
+    /// A /db in the URL copies only that database.
     #[arg(long, value_name = "URL")]
     pub source: String,
     /// The server to copy into (same forms as --source).
     ///
-    /// A password in REDIS_FERRY_TARGET_PASSWORD wins over the URL's. A /db in
-    /// the URL receives the one source database being copied.
+    /// Give a password with --target-password-file or
+    /// REDIS_FERRY_TARGET_PASSWORD. A /db in the URL receives the one source
+    /// database being copied.
     #[arg(long, value_name = "URL")]
     pub target: String,
+    #[command(flatten)]
+    pub password_files: super::PasswordFiles,
     /// A CA certificate (PEM) that signs the rediss:// source's certificate.
     #[arg(long, value_name = "FILE")]
     pub source_tls_ca: Option<PathBuf>,
@@ -55,9 +60,12 @@ pub struct RunArgs {
     /// SCAN COUNT hint: keys asked for per SCAN, and so per batch.
     #[arg(long, value_name = "N", default_value_t = 1000, value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub scan_count: u32,
-    /// A key that already exists on the target: replace it atomically, or skip it.
-    #[arg(long, value_enum, default_value_t = Existing::Replace)]
-    pub existing: Existing,
+    /// A key that already exists on the target: replace it atomically (default), or skip it.
+    ///
+    /// A target that already holds keys where the job writes is refused
+    /// unless this is given explicitly (dual writes, a second attempt).
+    #[arg(long, value_enum, value_name = "replace|skip")]
+    pub existing: Option<Existing>,
     /// relative: remaining PTTL in ms to RESTORE; absolute: PEXPIRETIME with ABSTTL (Redis 7 both sides).
     #[arg(long, value_enum, default_value_t = TtlMode::Relative)]
     pub ttl: TtlMode,
@@ -67,9 +75,10 @@ pub struct RunArgs {
     /// Scan and read the source, count what would be copied; write nothing.
     #[arg(long)]
     pub dry_run: bool,
-    /// Progress display on stderr.
-    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
-    pub progress: ProgressMode,
+    #[command(flatten)]
+    pub progress: super::ProgressArgs,
+    #[command(flatten)]
+    pub metrics: super::MetricsArg,
     /// Which keys get a journal row: all (the full audit log) or failures only.
     ///
     /// `failures` keeps the journal small for jobs of hundreds of millions of
@@ -82,6 +91,26 @@ pub struct RunArgs {
     /// Seconds a lost connection may take to come back before the job stops (resumable).
     #[arg(long, value_name = "SECONDS", default_value_t = 60)]
     pub reconnect_timeout: u64,
+    /// Skip the fence that keeps the application's own writes from being overwritten.
+    ///
+    /// By default every batch is fenced (WATCH ... MULTI/EXEC), so the
+    /// application may keep writing to both servers (source first, then
+    /// target) while the copy runs. Only when nothing writes to the source
+    /// or the target until the job ends (a maintenance window) is the fence
+    /// safe to skip, for a little speed.
+    #[arg(long)]
+    pub no_fence: bool,
+    /// Milliseconds a fenced batch stays open after its read (default 2).
+    ///
+    /// With dual writes, an application write to the target that arrives
+    /// later than this after its write to the source, and after
+    /// redis-ferry copied the key, is applied on top of the copy: harmless
+    /// for SET or HSET, counted twice for INCR or RPUSH. Raise it when the
+    /// application's second write can lag the first by more (a slow link
+    /// to the new server); a longer hold slows the copy down.
+    #[arg(long, value_name = "MS", default_value_t = crate::options::DEFAULT_FENCE_HOLD_MS,
+          value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub fence_hold: u64,
     /// How keys are written: auto (RESTORE where the target loads the payload, else commands), dump, commands.
     ///
     /// `auto` decides from both servers' fork, version and RDB version, and
@@ -91,7 +120,7 @@ pub struct RunArgs {
     pub restore_mode: RestoreMode,
     /// Keys larger than this (MEMORY USAGE) are copied in chunks (K/M/G suffixes; default 8M).
     ///
-    /// A big key is read with HSCAN/SSCAN/ZSCAN/LRANGE/XRANGE/GETRANGE and
+    /// A big key is read with HSCAN/SSCAN/ZRANGE/LRANGE/XRANGE/GETRANGE and
     /// built under a temporary name on the target, then renamed over the
     /// key, so neither server is blocked by one huge DUMP or RESTORE.
     #[arg(long, value_name = "BYTES", value_parser = parse_byte_size, default_value_t = DEFAULT_BIG_KEY_THRESHOLD)]
@@ -119,23 +148,41 @@ fn parse_db_map(text: &str) -> Result<(i64, i64), String> {
 }
 
 pub fn run(args: RunArgs, shutdown: &Shutdown) -> Result<Exit> {
+    args.password_files.apply()?;
     let source = Endpoint::parse(Role::Source, &args.source)?
         .with_tls_ca(args.source_tls_ca.clone())
-        .with_env_password();
+        .with_outside_password();
     let target = Endpoint::parse(Role::Target, &args.target)?
         .with_tls_ca(args.target_tls_ca.clone())
-        .with_env_password();
+        .with_outside_password();
+    super::warn_about_url_passwords(&[Some(&source), Some(&target)]);
     let options = copy_options(&args, &source, &target)?;
     let launch = Launch {
-        journal: args.journal.journal.clone(),
-        progress: args.progress,
-        shutdown: shutdown.clone(),
+        progress: args.progress.settings(),
+        existing_explicit: args.existing.is_some(),
+        ..Launch::new(args.journal.journal.clone(), shutdown.clone())
     };
-    if args.dry_run {
-        let (mut source_side, _target) = job::connect_sides(&source, &target, &options, shutdown)?;
-        return crate::dry_run::run(&mut source_side, &options, shutdown);
+    if !args.dry_run {
+        super::journal_place::check(&launch.journal, super::journal_place::JournalUse::Create)?;
     }
-    job::start(source, target, options, &launch)
+    args.metrics.around(|| {
+        if args.dry_run {
+            let new_job = NewJob {
+                existing_explicit: launch.existing_explicit,
+                dry_run: true,
+            };
+            let (mut source_side, mut target_side) =
+                job::connect_sides(&source, &target, &options, shutdown)?;
+            crate::preflight::before_new_job(
+                &mut source_side,
+                &mut target_side,
+                &options,
+                new_job,
+            )?;
+            return crate::dry_run::run(&mut source_side, &options, shutdown);
+        }
+        job::start(source, target, options, &launch)
+    })
 }
 
 /// Checks the flags against each other and builds the job's options.
@@ -167,13 +214,21 @@ fn copy_options(args: &RunArgs, source: &Endpoint, target: &Endpoint) -> Result<
         }
     }
     if let Some(target_db) = target.db {
+        if dbs.is_empty() {
+            // The contract: a source that holds only db 0 counts as one
+            // database, so `redis://new:6379/0` just works.
+            dbs = databases_holding_keys(source)?;
+            if dbs.is_empty() {
+                dbs = vec![0];
+            }
+        }
         match dbs.as_slice() {
             [only] => {
                 db_map.entry(*only).or_insert(target_db);
             }
             _ => {
                 return Err(usage_error(format!(
-                    "the --target URL names db {target_db}, which only works when one source database is copied (--db N); use --db-map SRC:DST instead"
+                    "the --target URL names db {target_db}, but the source has databases {dbs:?}; copy one of them (--db N) or say where each goes (--db-map SRC:DST, without a /db on the --target URL)"
                 )));
             }
         }
@@ -184,36 +239,32 @@ fn copy_options(args: &RunArgs, source: &Endpoint, target: &Endpoint) -> Result<
         dbs,
         db_map,
         scan_count: args.scan_count,
-        existing: args.existing,
+        existing: args.existing.unwrap_or_default(),
         ttl: args.ttl,
         rate: args.rate,
         journal_keys: args.journal_keys,
         source_replicas: args.source_replicas,
         reconnect_timeout_secs: args.reconnect_timeout,
+        no_fence: args.no_fence,
+        fence_hold_ms: args.fence_hold,
         restore_mode: args.restore_mode,
         big_key_threshold: args.big_key_threshold,
         keep_idle: args.keep_idle,
     };
-    warn_about_merged_databases(&options);
     Ok(options)
 }
 
-/// Two source databases landing in one target database overwrite each
-/// other's keys of the same name; allowed (a move into a cluster needs it),
-/// but said out loud.
-fn warn_about_merged_databases(options: &CopyOptions) {
-    if options.dbs.is_empty() {
-        return;
-    }
-    let mut by_target: BTreeMap<i64, Vec<i64>> = BTreeMap::new();
-    for &db in &options.dbs {
-        by_target.entry(options.target_db(db)).or_default().push(db);
-    }
-    for (target, sources) in by_target.iter().filter(|(_, s)| s.len() > 1) {
-        eprintln!(
-            "redis-ferry: warning: source databases {sources:?} all go to target db {target}; keys with the same name overwrite each other"
-        );
-    }
+/// The databases INFO keyspace lists on the source now (a cluster: db 0).
+fn databases_holding_keys(source: &Endpoint) -> Result<Vec<i64>> {
+    let mut connection = source.connect(0)?;
+    let text: String = redis::cmd("INFO")
+        .arg("keyspace")
+        .query(&mut connection)
+        .with_context(|| format!("cannot read INFO keyspace of source {}", source.redacted()))?;
+    Ok(crate::server::ServerInfo::parse(&text)
+        .keyspace
+        .into_keys()
+        .collect())
 }
 
 #[cfg(test)]

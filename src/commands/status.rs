@@ -15,5 +15,9 @@ pub struct StatusArgs {
 }
 
 pub fn run(args: StatusArgs) -> anyhow::Result<Exit> {
+    super::journal_place::check(
+        &args.journal.journal,
+        super::journal_place::JournalUse::Read,
+    )?;
     crate::status::run(&args.journal.journal, args.json)
 }

@@ -14,7 +14,6 @@ use clap::Args;
 use crate::endpoint::{Endpoint, Role};
 use crate::exit::Exit;
 use crate::interrupt::Shutdown;
-use crate::progress::ProgressMode;
 use crate::verify::{self, VerifySettings};
 
 const DEFAULT_JOURNAL: &str = "./redis-ferry.db";
@@ -33,6 +32,8 @@ pub struct VerifyArgs {
     /// The target: with --source and no --journal, the server to compare; with a journal, its password or new address.
     #[arg(long, value_name = "URL")]
     pub target: Option<String>,
+    #[command(flatten)]
+    pub password_files: super::PasswordFiles,
     /// A CA certificate (PEM) for a rediss:// source.
     #[arg(long, value_name = "FILE")]
     pub source_tls_ca: Option<PathBuf>,
@@ -64,12 +65,22 @@ pub struct VerifyArgs {
     /// SCAN COUNT hint (default: the job's, or 1000).
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
     pub scan_count: Option<u32>,
-    /// Progress display on stderr.
-    #[arg(long, value_enum, default_value_t = ProgressMode::Auto)]
-    pub progress: ProgressMode,
+    /// At most N keys compared per second (default: unlimited), to spare servers in production.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    pub rate: Option<u64>,
+    #[command(flatten)]
+    pub progress: super::ProgressArgs,
+    #[command(flatten)]
+    pub metrics: super::MetricsArg,
 }
 
 pub fn run(args: VerifyArgs, shutdown: &Shutdown) -> Result<Exit> {
+    let metrics = args.metrics.clone();
+    metrics.around(|| verify(args, shutdown))
+}
+
+fn verify(args: VerifyArgs, shutdown: &Shutdown) -> Result<Exit> {
+    args.password_files.apply()?;
     let settings = VerifySettings {
         sample: args.sample,
         ttl_tolerance_ms: args.ttl_tolerance,
@@ -77,15 +88,17 @@ pub fn run(args: VerifyArgs, shutdown: &Shutdown) -> Result<Exit> {
         extra: args.extra,
         show: args.show,
         scan_count: args.scan_count,
-        progress: args.progress,
+        progress: args.progress.settings(),
+        rate: args.rate,
     };
     if let (None, Some(source), Some(target)) = (&args.journal, &args.source, &args.target) {
         let source = Endpoint::parse(Role::Source, source)?
             .with_tls_ca(args.source_tls_ca.clone())
-            .with_env_password();
+            .with_outside_password();
         let target = Endpoint::parse(Role::Target, target)?
             .with_tls_ca(args.target_tls_ca.clone())
-            .with_env_password();
+            .with_outside_password();
+        super::warn_about_url_passwords(&[Some(&source), Some(&target)]);
         return verify::without_journal(&source, &target, &settings, shutdown);
     }
     let explicit = args.journal.is_some();
@@ -97,9 +110,11 @@ pub fn run(args: VerifyArgs, shutdown: &Shutdown) -> Result<Exit> {
             "journal {DEFAULT_JOURNAL} does not exist: pass --journal PATH of a job, or both --source URL and --target URL to compare two servers without a journal"
         );
     }
+    super::journal_place::check(&journal, super::journal_place::JournalUse::Write)?;
     let source =
         super::optional_endpoint(Role::Source, args.source.as_deref(), args.source_tls_ca)?;
     let target =
         super::optional_endpoint(Role::Target, args.target.as_deref(), args.target_tls_ca)?;
+    super::warn_about_url_passwords(&[source.as_ref(), target.as_ref()]);
     verify::with_journal(&journal, source, target, &settings, shutdown)
 }

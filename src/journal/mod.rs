@@ -89,6 +89,9 @@ pub struct JobRecord {
     pub options: CopyOptions,
     /// JSON list of the source cluster's primaries when the job started.
     pub source_nodes: Option<String>,
+    /// JSON list of the target's primaries and their run_ids (see
+    /// [`crate::side::NodeIdentity`]), recorded when the job started.
+    pub target_nodes: Option<String>,
     pub started_at: i64,
     pub updated_at: i64,
     pub finished_at: Option<i64>,
@@ -112,6 +115,7 @@ impl JobRecord {
             target_tls_ca: None,
             options,
             source_nodes: None,
+            target_nodes: None,
             started_at: now,
             updated_at: now,
             finished_at: None,
@@ -286,8 +290,8 @@ impl Journal {
         let transaction = self.connection.transaction()?;
         transaction.execute(
             "INSERT INTO job (id, state, source_url, target_url, source_tls_ca, target_tls_ca, options,
-                              source_nodes, started_at, updated_at, finished_at, last_error)
-             VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, NULL, NULL)",
+                              source_nodes, started_at, updated_at, finished_at, last_error, target_nodes)
+             VALUES (1, ?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?8, NULL, NULL, ?9)",
             params![
                 job.state.as_str(),
                 job.source_url,
@@ -297,6 +301,7 @@ impl Journal {
                 serde_json::to_string(&job.options)?,
                 job.source_nodes,
                 job.started_at,
+                job.target_nodes,
             ],
         )?;
         insert_cursors(&transaction, cursors)?;
@@ -320,6 +325,26 @@ impl Journal {
         self.connection.execute(
             "UPDATE job SET source_url = ?1, target_url = ?2 WHERE id = 1",
             params![source_url, target_url],
+        )?;
+        Ok(())
+    }
+
+    /// Records the target's primaries as they are now (after the job
+    /// noticed a restart and copies everything again).
+    pub fn set_target_nodes(&self, nodes: &str) -> Result<()> {
+        self.connection.execute(
+            "UPDATE job SET target_nodes = ?1 WHERE id = 1",
+            params![nodes],
+        )?;
+        Ok(())
+    }
+
+    /// Starts every cursor over from 0: the target may have lost keys that
+    /// the journal records as copied, so the whole source is copied again.
+    pub fn restart_all_cursors(&self) -> Result<()> {
+        self.connection.execute(
+            "UPDATE cursors SET cursor = '0', done = 0, keys_scanned = 0, updated_at = ?1",
+            params![now_ms()],
         )?;
         Ok(())
     }
@@ -428,6 +453,18 @@ impl Journal {
             self.connection.execute(
                 "UPDATE runs SET finished_at = ?1, updated_at = ?1, exit_code = ?2 WHERE id = ?3",
                 params![now_ms(), exit_code, id],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Sets this run's key count where it is not the rows it wrote
+    /// (`verify` records only differences, but compared every key).
+    pub fn set_run_keys(&self, keys: u64) -> Result<()> {
+        if let Some(id) = self.run {
+            self.connection.execute(
+                "UPDATE runs SET keys_processed = ?1, updated_at = ?2 WHERE id = ?3",
+                params![keys as i64, now_ms(), id],
             )?;
         }
         Ok(())
@@ -973,7 +1010,7 @@ fn read_job(connection: &Connection, path: &Path) -> Result<Option<JobRecord>> {
     let row = connection
         .query_row(
             "SELECT state, source_url, target_url, source_tls_ca, target_tls_ca, options, source_nodes,
-                    started_at, updated_at, finished_at, last_error
+                    started_at, updated_at, finished_at, last_error, target_nodes
              FROM job WHERE id = 1",
             [],
             |row| {
@@ -989,6 +1026,7 @@ fn read_job(connection: &Connection, path: &Path) -> Result<Option<JobRecord>> {
                     row.get::<_, i64>(8)?,
                     row.get::<_, Option<i64>>(9)?,
                     row.get::<_, Option<String>>(10)?,
+                    row.get::<_, Option<String>>(11)?,
                 ))
             },
         )
@@ -1006,6 +1044,7 @@ fn read_job(connection: &Connection, path: &Path) -> Result<Option<JobRecord>> {
         updated,
         finished,
         error,
+        target_nodes,
     )) = row
     else {
         return Ok(None);
@@ -1019,6 +1058,7 @@ fn read_job(connection: &Connection, path: &Path) -> Result<Option<JobRecord>> {
         options: serde_json::from_str(&options)
             .with_context(|| format!("journal {} holds unreadable job options", path.display()))?,
         source_nodes: nodes,
+        target_nodes,
         started_at: started,
         updated_at: updated,
         finished_at: finished,

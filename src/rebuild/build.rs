@@ -13,7 +13,7 @@ use anyhow::{Result, bail};
 use super::stream::queue_stream_build;
 use super::{HashValue, KeyValue};
 use crate::capabilities::Capabilities;
-use crate::copy::Ttl;
+use crate::copy::read::Ttl;
 use crate::wire::CommandBuffer;
 
 /// How much one command may carry.

@@ -24,7 +24,9 @@
 //!    wrote the key on the target meanwhile: copied again.
 //!
 //! A connection that was re-established in the middle loses its `WATCH`;
-//! that counts as "changed" too. After [`BigKeyOptions::max_attempts`] the
+//! that counts as "changed" too: each `EXEC` goes out once, with
+//! [`NodeConnection::send_fenced`], on the very connection that set the
+//! `WATCH`, never resent on another. After [`BigKeyOptions::max_attempts`] the
 //! key is `failed` with the reason.
 
 use std::sync::mpsc;
@@ -45,7 +47,7 @@ use super::{KeyType, module_type_error};
 use crate::capabilities::Capabilities;
 use crate::clock::now_ms;
 use crate::connection::{ErrorClass, NodeConnection, classify, error_text};
-use crate::copy::Ttl;
+use crate::copy::read::Ttl;
 use crate::options::{Existing, TtlMode};
 use crate::outcome::{KeyResult, Outcome, WriteMethod};
 use crate::wire::CommandBuffer;
@@ -222,14 +224,10 @@ fn copy_once(
     ends.source.select(ends.source_db);
     ends.target.select(ends.target_db);
     let temp = temp_key_name(&options.job, key);
-    let watched = Watched {
-        source_reconnects: ends.source.reconnects(),
-        target_reconnects: ends.target.reconnects(),
-    };
-    let key_type = match prepare(ends, key, &temp, options)? {
-        Ok(key_type) => key_type,
+    let (key_type, watched) = match prepare(ends, key, &temp, options)? {
+        Ok(prepared) => prepared,
         Err(Prepared::Ended(end)) => return unwatched(ends, end),
-        Err(Prepared::Gone) => return finish_gone(ends, key, &watched),
+        Err(Prepared::Gone(watched)) => return finish_gone(ends, key, &watched),
     };
     let written = match write_chunks(ends, key, &temp, &key_type, options) {
         Ok(written) => written,
@@ -252,30 +250,18 @@ fn copy_once(
     Ok((end, bytes))
 }
 
-/// The connections' reconnect counts when their WATCHes were set.
+/// The connections' generations (see [`NodeConnection::generation`]) when
+/// their WATCHes were set: an EXEC is only sent on that same connection.
 struct Watched {
-    source_reconnects: u64,
-    target_reconnects: u64,
-}
-
-impl Watched {
-    /// Why the fence no longer holds, if a connection was re-established.
-    fn lost(&self, ends: &BigKeyEnds<'_>) -> Option<Attempt> {
-        if ends.source.reconnects() != self.source_reconnects {
-            return Some(Attempt::Changed(reconnected("source")));
-        }
-        if ends.target.reconnects() != self.target_reconnects {
-            return Some(Attempt::Changed(reconnected("target")));
-        }
-        None
-    }
+    source: u64,
+    target: u64,
 }
 
 /// How the steps before the first chunk ended, when not with the key's type.
 enum Prepared {
     Ended(Attempt),
     /// No such key on the source.
-    Gone,
+    Gone(Watched),
 }
 
 /// `WATCH` on the target, then `WATCH` + `TYPE` on the source; skips a key
@@ -285,12 +271,13 @@ fn prepare(
     key: &[u8],
     temp: &[u8],
     options: &BigKeyOptions,
-) -> Result<std::result::Result<KeyType, Prepared>> {
+) -> Result<std::result::Result<(KeyType, Watched), Prepared>> {
     let mut watch = CommandBuffer::new();
     watch.cmd("WATCH").arg(key);
     if let Err(end) = send(ends.target, &watch)? {
         return Ok(Err(Prepared::Ended(end)));
     }
+    let target = ends.target.generation();
     let mut watch_and_type = CommandBuffer::new();
     watch_and_type.cmd("WATCH").arg(key);
     watch_and_type.cmd("TYPE").arg(key);
@@ -298,9 +285,13 @@ fn prepare(
         Ok(replies) => replies,
         Err(end) => return Ok(Err(Prepared::Ended(end))),
     };
+    let watched = Watched {
+        source: ends.source.generation(),
+        target,
+    };
     let type_name = text(replies.into_iter().nth(1).unwrap_or(Value::Nil), "TYPE")?;
     let key_type = match KeyType::from_type_reply(&type_name) {
-        None => return Ok(Err(Prepared::Gone)),
+        None => return Ok(Err(Prepared::Gone(watched))),
         Some(KeyType::Module(name)) => {
             return Ok(Err(Prepared::Ended(Attempt::Failed(module_type_error(
                 &name,
@@ -319,7 +310,7 @@ fn prepare(
     if options.existing == Existing::Skip && exists {
         return Ok(Err(Prepared::Ended(Attempt::Skipped)));
     }
-    Ok(Ok(key_type))
+    Ok(Ok((key_type, watched)))
 }
 
 /// Sends `pipe`; a server error in a reply ends the attempt (`Ok(Err)`) or,
@@ -329,6 +320,24 @@ fn send(
     pipe: &CommandBuffer,
 ) -> Result<std::result::Result<Vec<Value>, Attempt>> {
     let replies = connection.pipeline(pipe)?;
+    match replies.iter().find_map(server_error) {
+        Some(error) => key_error(error).map(Err),
+        None => Ok(Ok(replies)),
+    }
+}
+
+/// Sends the `MULTI ... EXEC` of a fence once, on the connection its
+/// `WATCH` was set on (`generation`); a connection lost or re-established
+/// since ends the attempt: copy again.
+fn send_exec(
+    connection: &mut NodeConnection,
+    pipe: &CommandBuffer,
+    generation: u64,
+) -> Result<std::result::Result<Vec<Value>, Attempt>> {
+    let side = connection.endpoint().role.name();
+    let Some(replies) = connection.send_fenced(pipe, generation)? else {
+        return Ok(Err(Attempt::Changed(reconnected(side))));
+    };
     match replies.iter().find_map(server_error) {
         Some(error) => key_error(error).map(Err),
         None => Ok(Ok(replies)),
@@ -354,13 +363,10 @@ fn finish_gone(ends: &mut BigKeyEnds<'_>, key: &[u8], watched: &Watched) -> Resu
     pipe.cmd("MULTI");
     pipe.cmd("UNLINK").arg(key);
     pipe.cmd("EXEC");
-    let replies = match send(ends.target, &pipe)? {
+    let replies = match send_exec(ends.target, &pipe, watched.target)? {
         Ok(replies) => replies,
         Err(end) => return unwatched(ends, end),
     };
-    if let Some(lost) = watched.lost(ends) {
-        return Ok((lost, 0));
-    }
     match replies.last() {
         Some(Value::Nil) => Ok((Attempt::Changed(written_on_target()), 0)),
         Some(Value::Array(_)) => Ok((Attempt::Gone, 0)),
@@ -410,13 +416,10 @@ fn finish(
         pipe.cmd("PERSIST").arg(key);
     }
     pipe.cmd("EXEC");
-    let mut replies = match send(ends.target, &pipe)? {
+    let mut replies = match send_exec(ends.target, &pipe, watched.target)? {
         Ok(replies) => replies,
         Err(end) => return Ok(end),
     };
-    if let Some(lost) = watched.lost(ends) {
-        return Ok(lost);
-    }
     match replies.pop() {
         Some(Value::Nil) => Ok(Attempt::Changed(written_on_target())),
         Some(Value::Array(results)) => match results.iter().find_map(server_error) {
@@ -442,13 +445,10 @@ fn source_fence(
         TtlMode::Absolute => pipe.cmd("PEXPIRETIME").arg(key),
     };
     pipe.cmd("EXEC");
-    let mut replies = match send(ends.source, &pipe)? {
+    let mut replies = match send_exec(ends.source, &pipe, watched.source)? {
         Ok(replies) => replies,
         Err(end) => return Ok(Err(end)),
     };
-    if ends.source.reconnects() != watched.source_reconnects {
-        return Ok(Err(Attempt::Changed(reconnected("source"))));
-    }
     match replies.pop() {
         Some(Value::Nil) => Ok(Err(Attempt::Changed(
             "the key changed on the source during its copy".to_string(),

@@ -2,22 +2,24 @@
 //!
 //! A [`KeyRead`] is a little state machine, one pipeline round at a time,
 //! so the caller can put the reads of many keys in one pipeline per round
-//! (and route them with [`crate::copy::route_rounds`]): `queue` appends this
+//! (and route them with [`crate::route::route_rounds`]): `queue` appends this
 //! key's commands, `interpret` reads their replies and says whether the key
-//! is done, gone, failed, or needs another round. Most keys take one round:
-//! `TYPE`, the value (`GET`, `LRANGE`, `SMEMBERS`, `ZRANGE ... WITHSCORES`,
+//! is done, gone, failed, or needs another round. A key whose type is not
+//! known yet first takes a `TYPE` round. Then most keys take one round:
+//! the value (`GET`, `LRANGE`, `SMEMBERS`, `ZRANGE ... WITHSCORES`,
 //! `HGETALL`, `XINFO STREAM ... FULL`), then `PTTL` (or `PEXPIRETIME`). Two
-//! take a second round: a hash whose fields may have TTLs (`HPEXPIRETIME`
+//! take another round: a hash whose fields may have TTLs (`HPEXPIRETIME`
 //! needs the field names; a `listpack`-encoded hash has none, so only
 //! hashes encoded otherwise on a server with field TTLs take it) and a
 //! stream with groups on Redis 5 (`XINFO CONSUMERS` and `XPENDING` per
 //! group).
 //!
 //! The TTL is read after the value, in the last round, for the reason
-//! [`crate::copy`] gives for DUMP + PTTL. `TYPE` leads each round: a key
-//! that changed type in between is read again as its new type. The
-//! commands of a round are not atomic; a key written between rounds is what
-//! the writer's fence (`WATCH` on the source) catches.
+//! [`crate::copy`] gives for DUMP + PTTL. A key that is not of the type
+//! read (`WRONGTYPE`), or an empty collection (Redis has none: the key
+//! vanished), goes back to `TYPE`. The commands of a round are not atomic;
+//! a key written between rounds is what the writer's fence (`WATCH` on the
+//! source) catches.
 
 use std::cell::RefCell;
 
@@ -30,8 +32,9 @@ use super::{HashValue, KeyType, KeyValue, module_type_error};
 use crate::capabilities::Capabilities;
 use crate::clock::now_ms;
 use crate::connection::{NodeConnection, classify, error_text};
-use crate::copy::{Step, Ttl, route_rounds, step_for_error};
+use crate::copy::read::Ttl;
 use crate::options::TtlMode;
+use crate::route::{Step, route_rounds, step_for_error};
 use crate::side::Side;
 use crate::wire::CommandBuffer;
 

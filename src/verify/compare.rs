@@ -29,7 +29,7 @@ use redis::Value;
 use super::reply::{Dbs, Sides, key_level, on_both, unreadable_text};
 use super::{chunked, whole};
 use crate::connection::{classify, error_text};
-use crate::copy::{Step, route_rounds, step_for_error};
+use crate::route::{Step, route_rounds, step_for_error};
 use crate::side::Side;
 
 /// Values whose `MEMORY USAGE` is above this on either side are compared in

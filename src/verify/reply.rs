@@ -13,9 +13,9 @@ use anyhow::{Result, anyhow, bail};
 use redis::Value;
 
 use crate::connection::{classify, error_text};
-use crate::copy::{Step, route_rounds, step_for_error};
 use crate::endpoint::Role;
 use crate::escape::escape_key;
+use crate::route::{Step, route_rounds, step_for_error};
 use crate::side::Side;
 
 /// The source and the target, each with its own connections.

@@ -3,16 +3,16 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::IsTerminal;
-use std::time::{Duration, Instant};
-
-use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::path::Path;
+use std::time::Duration;
 
 use super::compare::{DiffKind, Verdict};
 use super::work::Checked;
 use crate::escape::escape_key;
 use crate::exit::Exit;
-use crate::progress::ProgressMode;
+use crate::hint;
+use crate::output::count;
+use crate::progress::{Meter, ProgressSettings, progress_fields, progress_text};
 
 /// One differing key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -138,7 +138,7 @@ impl Report {
                 "a random sample of {} keys (asked for {size})",
                 self.checked
             ),
-            None => format!("{} keys", self.checked),
+            None => count(self.checked, "key"),
         };
         let _ = writeln!(
             out,
@@ -149,21 +149,26 @@ impl Report {
         if self.extra {
             let _ = writeln!(
                 out,
-                "looked for {} target keys on the source (--extra)",
-                self.target_checked
+                "looked for {} on the source (--extra)",
+                count(self.target_checked, "target key")
             );
         }
         if self.gone > 0 {
             let _ = writeln!(
                 out,
-                "{} keys were gone from the source by the time they were read (expired or deleted); not compared",
-                self.gone
+                "{} gone from the source by the time {} read (expired or deleted); not compared",
+                count(self.gone, "key"),
+                if self.gone == 1 {
+                    "it was"
+                } else {
+                    "they were"
+                }
             );
         }
     }
 
     fn write_counts(&self, out: &mut String) {
-        let _ = writeln!(out, "differences: {} keys", self.differing());
+        let _ = writeln!(out, "differences: {}", count(self.differing(), "key"));
         for kind in DiffKind::ALL {
             if kind == DiffKind::Extra && !self.extra {
                 let _ = writeln!(out, "  {:<20} not checked (--extra checks)", kind.label());
@@ -204,32 +209,65 @@ impl Report {
             let _ = writeln!(out, "result: interrupted; only the keys above were checked");
             return;
         }
+        // A sample only speaks for the keys it drew.
+        let within = match self.sample {
+            Some(_) => format!(" in a sample of {}", count(self.checked, "key")),
+            None => String::new(),
+        };
         if self.differing() == 0 {
-            let _ = writeln!(
-                out,
-                "result: no differences: the target holds what the source holds"
-            );
+            match self.sample {
+                Some(_) => {
+                    let _ = writeln!(
+                        out,
+                        "result: no differences{within}; only a verify without --sample proves the whole target"
+                    );
+                }
+                None => {
+                    let _ = writeln!(
+                        out,
+                        "result: no differences: the target holds what the source holds"
+                    );
+                }
+            }
             if let Some(note) = self.journal.as_ref().filter(|n| n.cleared > 0) {
                 let _ = writeln!(
                     out,
-                    "{} keys recorded as mismatch earlier now compare equal; journal {} records them restored",
-                    note.cleared, note.path
+                    "{} recorded as mismatch earlier now {}; journal {} records {} restored",
+                    count(note.cleared, "key"),
+                    if note.cleared == 1 {
+                        "compares equal"
+                    } else {
+                        "compare equal"
+                    },
+                    note.path,
+                    if note.cleared == 1 { "it" } else { "them" }
                 );
             }
             return;
         }
-        let _ = write!(out, "result: {} keys differ", self.differing());
+        let verb = if self.differing() == 1 {
+            "differs"
+        } else {
+            "differ"
+        };
+        let _ = write!(
+            out,
+            "result: {} {verb}{within}",
+            count(self.differing(), "key")
+        );
         match &self.journal {
             Some(note) => {
                 let _ = writeln!(
                     out,
-                    "; recorded as outcome mismatch in journal {0}: `redis-ferry retry --journal {0} --outcome mismatch` copies them again from the source{1}, then verify again",
+                    "; recorded as outcome mismatch in journal {}: `{}` copies them again from the source{}, then verify again{}",
                     note.path,
+                    hint::command("retry", Path::new(&note.path), "--outcome mismatch"),
                     if self.count(DiffKind::Extra) > 0 {
                         " (and deletes from the target the keys the source does not have)"
                     } else {
                         ""
-                    }
+                    },
+                    hint::passwords_again(&self.source, &self.target)
                 );
             }
             None => {
@@ -242,66 +280,38 @@ impl Report {
     }
 }
 
-/// Progress of a verify on stderr: a bar on a terminal, a line every 10 s
-/// otherwise, or nothing.
+/// Progress of a verify on stderr: a bar on a terminal, a line every
+/// `--log-interval` otherwise, or nothing (see [`crate::progress::Meter`]);
+/// the differing keys beside the rate.
 pub struct VerifyProgress {
-    bar: Option<ProgressBar>,
-    log_every: Option<Duration>,
-    last_log: Instant,
-    expected: Option<u64>,
+    meter: Meter,
 }
 
 impl VerifyProgress {
-    pub fn new(mode: ProgressMode, expected: Option<u64>) -> VerifyProgress {
-        let mode = match mode {
-            ProgressMode::Auto if std::io::stderr().is_terminal() => ProgressMode::Bar,
-            ProgressMode::Auto => ProgressMode::Log,
-            other => other,
-        };
-        let bar = (mode == ProgressMode::Bar).then(|| {
-            let bar = ProgressBar::with_draw_target(expected, ProgressDrawTarget::stderr());
-            let template = "{spinner} {elapsed_precise} [{wide_bar}] {human_pos}/{human_len} keys checked, {per_sec} {msg}";
-            if let Ok(style) = ProgressStyle::with_template(template) {
-                bar.set_style(style.progress_chars("=> "));
-            }
-            bar
-        });
+    pub fn new(settings: ProgressSettings, expected: Option<u64>) -> VerifyProgress {
+        crate::metrics::set_state(crate::metrics::State::Running);
         VerifyProgress {
-            bar,
-            log_every: (mode == ProgressMode::Log).then_some(Duration::from_secs(10)),
-            last_log: Instant::now(),
-            expected,
+            meter: Meter::new(settings, expected, 0),
         }
     }
 
     pub fn update(&mut self, report: &Report) {
         let done = report.checked + report.gone + report.target_checked;
-        if let Some(bar) = &self.bar {
-            bar.set_position(done);
-            if report.differing() > 0 {
-                bar.set_message(format!("({} differ)", report.differing()));
-            }
-        }
-        if let Some(every) = self.log_every
-            && self.last_log.elapsed() >= every
-        {
-            self.last_log = Instant::now();
-            let of = self
-                .expected
-                .map(|e| format!(" of ~{e}"))
-                .unwrap_or_default();
-            eprintln!(
-                "redis-ferry: verify: {done}{of} keys checked, {} differ, {:.0} keys/s",
-                report.differing(),
-                done as f64 / report.elapsed.as_secs_f64().max(0.001)
-            );
+        let reading = self.meter.reading(done);
+        let notes = format!("{} differ", report.differing());
+        self.meter.show(&reading, &notes);
+        crate::metrics::set_verify(done, report.differing());
+        crate::metrics::set_progress(reading.done, reading.total, reading.rate, reading.eta);
+        if self.meter.line_due() {
+            let mut fields = progress_fields(&reading);
+            fields.push(("differ", serde_json::json!(report.differing())));
+            let text = format!("verify: {}", progress_text(&reading, "checked", &notes));
+            crate::log::event(crate::log::Level::Info, &text, &fields);
         }
     }
 
     pub fn finish(&mut self) {
-        if let Some(bar) = &self.bar {
-            bar.finish_and_clear();
-        }
+        self.meter.finish();
     }
 }
 
@@ -377,5 +387,39 @@ mod tests {
         ]));
         assert_eq!(report.first.len(), 1);
         assert!(report.to_text().contains("first differing keys (of 2"));
+    }
+
+    #[test]
+    fn a_sample_with_no_difference_claims_only_the_sample() {
+        let mut report = Report {
+            sample: Some(3),
+            ..Report::default()
+        };
+        report.add(&checked(vec![
+            (b"a", Verdict::Equal),
+            (b"b", Verdict::Equal),
+            (b"c", Verdict::Equal),
+        ]));
+        let text = report.to_text();
+        assert!(
+            text.contains("result: no differences in a sample of 3 keys;"),
+            "{text}"
+        );
+        assert!(
+            !text.contains("the target holds what the source holds"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn one_difference_is_singular() {
+        let mut report = Report::default();
+        report.add(&checked(vec![(
+            b"a",
+            Verdict::differs(DiffKind::Missing, "missing on target"),
+        )]));
+        let text = report.to_text();
+        assert!(text.contains("result: 1 key differs;"), "{text}");
+        assert!(text.contains("differences: 1 key\n"), "{text}");
     }
 }

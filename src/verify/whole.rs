@@ -12,7 +12,7 @@ use redis::Value;
 use super::reply::{Dbs, Sides, byte_pairs, items, on_both, some_bytes, unreadable_text};
 use super::reply::{bytes, shown};
 use crate::connection::{classify, error_text};
-use crate::copy::{Step, route_rounds, step_for_error};
+use crate::route::{Step, route_rounds, step_for_error};
 use crate::side::Side;
 
 /// A whole value, normalised for comparison.

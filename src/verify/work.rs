@@ -23,8 +23,9 @@ use super::compare::{CompareSettings, DiffKind, Verdict, compare_keys};
 use super::reply::{Dbs, Sides, unreadable_text};
 use super::walk::{KeyFilter, Lister};
 use crate::connection::{classify, error_text};
-use crate::copy::{Step, route_rounds, step_for_error};
 use crate::interrupt::Shutdown;
+use crate::rate::RateLimiter;
+use crate::route::{Step, route_rounds, step_for_error};
 use crate::side::Side;
 
 /// How long to wait before comparing a differing key again.
@@ -104,6 +105,8 @@ pub struct WorkContext<'a> {
     pub filter: &'a KeyFilter,
     pub compare: &'a CompareSettings,
     pub stop: &'a Shutdown,
+    /// `verify --rate`: paces the keys listed, so the comparing follows.
+    pub limiter: &'a RateLimiter,
 }
 
 /// Lists the keys of `places` (all on the same side, `side`) and hands them
@@ -123,6 +126,7 @@ pub fn list(
             if keys.is_empty() {
                 continue;
             }
+            context.limiter.acquire(keys.len());
             let batch = Batch {
                 direction: place.direction.clone(),
                 keys,

@@ -7,13 +7,17 @@
 //! slept for. The redis-server binary can be overridden with
 //! `REDIS_SERVER_BIN` (and redis-cli with `REDIS_CLI_BIN`).
 
-#![allow(dead_code, unused_imports)]
+#![allow(dead_code)]
 
 pub mod data;
+pub mod dual_writer;
 pub mod server;
 pub mod versions;
 
+#[allow(unused_imports)]
 pub use data::*;
+#[allow(unused_imports)]
+pub use dual_writer::*;
 pub use server::*;
 
 use std::path::{Path, PathBuf};
@@ -71,8 +75,40 @@ pub fn stdout(output: &Output) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
+/// stderr with each line's leading timestamp (`2026-12-01T07:22:23Z `, see
+/// `src/log.rs`) taken off, so a test can compare messages exactly; tests of
+/// the timestamps themselves use [`raw_stderr`].
 pub fn stderr(output: &Output) -> String {
+    raw_stderr(output)
+        .split_inclusive('\n')
+        .map(without_timestamp)
+        .collect()
+}
+
+/// stderr exactly as redis-ferry wrote it.
+pub fn raw_stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+/// `2026-12-01T07:22:23Z redis-ferry: x` -> `redis-ferry: x`; other lines as they are.
+pub fn without_timestamp(line: &str) -> &str {
+    match line.split_once(' ') {
+        Some((stamp, rest)) if is_rfc3339_utc(stamp) => rest,
+        _ => line,
+    }
+}
+
+/// `YYYY-MM-DDTHH:MM:SSZ`, optionally with a fraction of a second.
+pub fn is_rfc3339_utc(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    bytes.len() >= 20
+        && bytes[4] == b'-'
+        && bytes[7] == b'-'
+        && bytes[10] == b'T'
+        && bytes[13] == b':'
+        && bytes[16] == b':'
+        && text.ends_with('Z')
+        && humantime::parse_rfc3339(text).is_ok()
 }
 
 /// A fresh temporary directory and a journal path inside it.
@@ -141,9 +177,19 @@ pub fn spawn_paced_run(source: &str, target: &str, journal: &str, rate: u32) -> 
 
 /// Waits until the journal (read with `status --json`, as an operator
 /// would from a second terminal) records at least `keys` keys restored.
-pub fn wait_for_restored(journal: &str, keys: u64) {
-    wait_until(
-        &format!("{keys} keys restored in the journal"),
+/// Fails at once, with its output, when `child` (the run being watched)
+/// exits before that.
+#[track_caller]
+pub fn wait_for_restored(child: &mut Child, journal: &str, keys: u64) {
+    wait_for_outcome(child, journal, "restored", keys);
+}
+
+/// [`wait_for_restored`] for any outcome.
+#[track_caller]
+pub fn wait_for_outcome(child: &mut Child, journal: &str, outcome: &str, keys: u64) {
+    wait_while_running(
+        child,
+        &format!("{keys} keys {outcome} in the journal"),
         Duration::from_secs(120),
         || {
             if !Path::new(journal).exists() {
@@ -155,9 +201,54 @@ pub fn wait_for_restored(journal: &str, keys: u64) {
             }
             let status: serde_json::Value =
                 serde_json::from_slice(&output.stdout).unwrap_or_default();
-            status["outcomes"]["restored"].as_u64().unwrap_or(0) >= keys
+            status["outcomes"][outcome].as_u64().unwrap_or(0) >= keys
         },
     );
+}
+
+/// Polls `condition` while `child` runs: fails with the child's output as
+/// soon as it exits without the condition holding, or after `timeout`.
+#[track_caller]
+pub fn wait_while_running(
+    child: &mut Child,
+    what: &str,
+    timeout: Duration,
+    mut condition: impl FnMut() -> bool,
+) {
+    let started = Instant::now();
+    loop {
+        if condition() {
+            return;
+        }
+        if let Some(status) = child.try_wait().expect("the child can be waited for") {
+            // It may have got there just before it exited.
+            if condition() {
+                return;
+            }
+            panic!(
+                "redis-ferry exited ({status}) before {what}\n{}",
+                drain_output(child)
+            );
+        }
+        if started.elapsed() > timeout {
+            panic!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// What an exited child wrote to its piped stdout and stderr.
+fn drain_output(child: &mut Child) -> String {
+    use std::io::Read;
+    let mut out = String::new();
+    let mut err = String::new();
+    if let Some(mut pipe) = child.stdout.take() {
+        let _ = pipe.read_to_string(&mut out);
+    }
+    if let Some(mut pipe) = child.stderr.take() {
+        let _ = pipe.read_to_string(&mut err);
+    }
+    format!("--- stdout ---\n{out}\n--- stderr ---\n{err}")
 }
 
 /// `status --json` of a journal, parsed.

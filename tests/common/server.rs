@@ -210,6 +210,25 @@ impl RedisServer {
             .expect("ACL SETUSER");
     }
 
+    /// (Re)defines ACL user `ferry` (with `password`) that may only touch
+    /// keys matching `patterns` (e.g. `["~bulk:*"]`, or `["~*"]` for all).
+    pub fn restrict_ferry_user_to(&self, patterns: &[&str], password: &str) {
+        let mut command = redis::cmd("ACL");
+        command
+            .arg("SETUSER")
+            .arg("ferry")
+            .arg("reset")
+            .arg("on")
+            .arg(format!(">{password}"));
+        for pattern in patterns {
+            command.arg(*pattern);
+        }
+        command
+            .arg("+@all")
+            .exec(&mut self.connection())
+            .expect("ACL SETUSER");
+    }
+
     /// The URL of this server as ACL user `ferry`.
     pub fn ferry_user_url(&self, password: &str) -> String {
         format!("redis://ferry:{password}@127.0.0.1:{}", self.port)
