@@ -21,6 +21,8 @@
 //!
 //! [`classify`] sorts a server error into the decision it calls for.
 
+use std::collections::{HashMap, HashSet};
+use std::sync::{LazyLock, Mutex};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, anyhow, bail};
@@ -40,6 +42,35 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 /// How often a server that answers `LOADING` is asked again.
 const LOADING_POLL: Duration = Duration::from_millis(200);
+
+/// What the log already said about each server's link: a job holds many
+/// connections to one server (a pool of workers), and when the server goes
+/// away they all notice; the operator needs one line per outage, not one
+/// per connection.
+#[derive(Default)]
+struct LinkLog {
+    /// Servers (by role and address) whose loss was logged, since when.
+    lost: HashMap<String, Instant>,
+    /// Restarts already told, as (server, new run_id).
+    restarts: HashSet<(String, String)>,
+    /// Servers said to be loading their dataset.
+    loading: HashSet<String>,
+    /// When each server's link last came back: the job's other connections
+    /// find out they were cut by the same outage a little later, one by
+    /// one, as they are next used.
+    recovered: HashMap<String, Instant>,
+}
+
+/// A loss noticed this soon after the link came back is the same outage.
+const SAME_OUTAGE: Duration = Duration::from_secs(30);
+
+static LINK_LOG: LazyLock<Mutex<LinkLog>> = LazyLock::new(Default::default);
+
+fn link_log() -> std::sync::MutexGuard<'static, LinkLog> {
+    LINK_LOG
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
 
 /// A connection to one node that reconnects on failure.
 pub struct NodeConnection {
@@ -162,10 +193,8 @@ impl NodeConnection {
         match self.try_send(pipe.bytes(), pipe.len()) {
             Ok(replies) => Ok(Some(replies)),
             Err(error) if is_connection_error(&error) => {
-                log::warn(format!(
-                    "lost the connection to {} {} during a fenced write ({}); that batch is copied again",
-                    self.endpoint.role,
-                    self.endpoint.redacted(),
+                self.log_lost(&format!(
+                    "{}, during a fenced write: that batch is copied again",
                     describe_connect_error(&error)
                 ));
                 self.connection = None;
@@ -181,37 +210,24 @@ impl NodeConnection {
     pub fn send_with_retry(&mut self, packed: &[u8], count: usize) -> Result<Vec<Value>> {
         let started = Instant::now();
         let mut backoff = FIRST_BACKOFF;
-        let mut lost_since: Option<Instant> = None;
+        let mut lost = false;
         loop {
             let error = match self.try_send(packed, count) {
-                Ok(replies) => {
-                    if let Some(since) = lost_since {
-                        log::info(format!(
-                            "reconnected to {} {} after {:.1}s",
-                            self.endpoint.role,
-                            self.endpoint.redacted(),
-                            since.elapsed().as_secs_f64()
-                        ));
-                    }
-                    return Ok(replies);
-                }
+                Ok(replies) => return Ok(replies),
                 Err(error) => error,
             };
-            if !is_connection_error(&error) {
+            let loading = is_loading(&error);
+            if !is_connection_error(&error) && !loading {
                 return Err(anyhow!(describe_connect_error(&error))).with_context(|| {
                     format!("{} {} failed", self.endpoint.role, self.endpoint.redacted())
                 });
             }
             self.connection = None;
-            if lost_since.is_none() {
-                lost_since = Some(Instant::now());
-                log::warn(format!(
-                    "lost the connection to {} {} ({}); reconnecting for up to {}s",
-                    self.endpoint.role,
-                    self.endpoint.redacted(),
-                    describe_connect_error(&error),
-                    self.reconnect_budget.as_secs()
-                ));
+            if loading {
+                self.log_loading();
+            } else if !lost {
+                lost = true;
+                self.log_lost(&describe_connect_error(&error));
             }
             if started.elapsed() >= self.reconnect_budget || self.shutdown.requested() {
                 return Err(anyhow!(describe_connect_error(&error))).with_context(|| {
@@ -225,6 +241,63 @@ impl NodeConnection {
             }
             std::thread::sleep(backoff);
             backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// The server's name in the link log.
+    fn link_name(&self) -> String {
+        format!("{} {}", self.endpoint.role, self.endpoint.redacted())
+    }
+
+    /// Logs a lost link, unless another connection to the server already did.
+    fn log_lost(&self, reason: &str) {
+        let name = self.link_name();
+        let mut log_state = link_log();
+        let same_outage = log_state
+            .recovered
+            .get(&name)
+            .is_some_and(|at| at.elapsed() < SAME_OUTAGE);
+        if log_state.lost.contains_key(&name) || same_outage {
+            return;
+        }
+        log_state.lost.insert(name.clone(), Instant::now());
+        drop(log_state);
+        log::warn(format!(
+            "lost the connection to {name} ({reason}); reconnecting for up to {}s",
+            self.reconnect_budget.as_secs()
+        ));
+    }
+
+    /// Logs that the server is loading its dataset, once per outage.
+    fn log_loading(&self) {
+        let name = self.link_name();
+        if link_log().loading.insert(name.clone()) {
+            log::warn(format!(
+                "{name} is loading its dataset; waiting for up to {}s",
+                self.reconnect_budget.as_secs()
+            ));
+        }
+    }
+
+    /// Logs that the link is back, once per outage.
+    fn log_back(&self) {
+        let name = self.link_name();
+        let since = {
+            let mut log_state = link_log();
+            if log_state.loading.remove(&name) {
+                log::info(format!("{name} has loaded its dataset"));
+            }
+            let since = log_state.lost.remove(&name);
+            if since.is_some() {
+                log_state.recovered.insert(name.clone(), Instant::now());
+            }
+            since
+        };
+        if let Some(since) = since {
+            log::info(format!(
+                "reconnected to {name} after {:.1}s",
+                since.elapsed().as_secs_f64()
+            ));
         }
     }
 
@@ -260,13 +333,15 @@ impl NodeConnection {
         }
         let run_id = self.read_run_id()?;
         if !self.run_id.is_empty() && run_id != self.run_id {
-            log::warn(format!(
-                "{} {} restarted (its run_id changed): what it held before may be gone; the job checks when this pass ends",
-                self.endpoint.role,
-                self.endpoint.redacted()
-            ));
+            let name = self.link_name();
+            if link_log().restarts.insert((name.clone(), run_id.clone())) {
+                log::warn(format!(
+                    "{name} restarted (its run_id changed): what it held before may be gone; the job checks when this pass ends"
+                ));
+            }
         }
         self.run_id = run_id;
+        self.log_back();
         Ok(())
     }
 
@@ -289,35 +364,17 @@ impl NodeConnection {
     /// A server restarted with persistence answers `LOADING` until its
     /// dataset is in memory: wait for it within the reconnect budget.
     fn wait_while_loading(&mut self, started: Instant) -> Result<()> {
-        let mut told = false;
         loop {
             let connection = self.connection.as_mut().expect("connected");
             let loading = match connection.req_command(&redis::cmd("PING")) {
                 Ok(Value::ServerError(error)) => error.kind() == Some(ServerErrorKind::BusyLoading),
-                Err(error) => {
-                    error.kind() == redis::ErrorKind::Server(ServerErrorKind::BusyLoading)
-                }
+                Err(error) => is_loading(&error),
                 Ok(_) => false,
             };
             if !loading {
-                if told {
-                    log::info(format!(
-                        "{} {} has loaded its dataset",
-                        self.endpoint.role,
-                        self.endpoint.redacted()
-                    ));
-                }
                 return Ok(());
             }
-            if !told {
-                log::warn(format!(
-                    "{} {} is loading its dataset; waiting for up to {}s",
-                    self.endpoint.role,
-                    self.endpoint.redacted(),
-                    self.reconnect_budget.as_secs()
-                ));
-                told = true;
-            }
+            self.log_loading();
             if started.elapsed() >= self.reconnect_budget || self.shutdown.requested() {
                 bail!(
                     "{} {} was still loading its dataset after {}s",
@@ -353,6 +410,12 @@ fn check_authenticated(connection: &mut redis::Connection, endpoint: &Endpoint) 
 fn set_timeouts(connection: &redis::Connection) {
     connection.set_read_timeout(Some(REPLY_TIMEOUT)).ok();
     connection.set_write_timeout(Some(REPLY_TIMEOUT)).ok();
+}
+
+/// The server answered `LOADING`: it is reading its dataset from disk.
+fn is_loading(error: &redis::RedisError) -> bool {
+    error.kind() == redis::ErrorKind::Server(ServerErrorKind::BusyLoading)
+        || error.code() == Some("LOADING")
 }
 
 /// A connection-level failure worth reconnecting for (as opposed to a

@@ -177,6 +177,9 @@ fn a_password_file_wins_over_the_environment_which_wins_over_the_url() {
             &journal,
             "--progress",
             "off",
+            // Every job copies into the same target.
+            "--existing",
+            "replace",
         ];
         args.extend_from_slice(extra);
         let mut command = ferry_command(&args);
@@ -240,7 +243,7 @@ fn a_password_file_wins_over_the_environment_which_wins_over_the_url() {
             &plain_url,
             &target.url(),
             &journal,
-            &["--source-password-file", &file],
+            &["--existing", "replace", "--source-password-file", &file],
         ),
         0,
     );

@@ -11,6 +11,7 @@
 
 pub mod data;
 pub mod dual_writer;
+pub mod proxy;
 pub mod server;
 pub mod versions;
 
@@ -18,6 +19,8 @@ pub mod versions;
 pub use data::*;
 #[allow(unused_imports)]
 pub use dual_writer::*;
+#[allow(unused_imports)]
+pub use proxy::*;
 pub use server::*;
 
 use std::path::{Path, PathBuf};

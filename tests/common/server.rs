@@ -125,6 +125,14 @@ impl RedisServer {
         );
     }
 
+    /// Starts the server again without waiting for it to answer (a server
+    /// with data to load answers LOADING for a while).
+    pub fn restart_without_waiting(&mut self) {
+        self.stop();
+        let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
+        self.process = spawn_server(self.port, &self.dir, &extra);
+    }
+
     fn wait_ready(&mut self) -> bool {
         let started = Instant::now();
         while started.elapsed() < STARTUP_TIMEOUT {
