@@ -130,7 +130,7 @@ impl RedisServer {
     pub fn restart_without_waiting(&mut self) {
         self.stop();
         let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
-        self.process = spawn_server(self.port, &self.dir, &extra);
+        self.process = spawn_server(&self.program, self.port, &self.dir, &extra);
     }
 
     fn wait_ready(&mut self) -> bool {
