@@ -37,11 +37,18 @@
 //! - [`cluster`]: topology and hash slots; [`coverage`]: proving a cluster
 //!   source was covered while its slots move. [`server`]: INFO facts.
 //!
+//! Any server version, any key size:
+//! - [`capabilities`]: what each server can load and do; the up-front
+//!   RESTORE-or-commands decision and the per-key fallback.
+//! - [`rebuild`]: keys read and written with ordinary commands of their
+//!   type (another version or fork), and big keys copied in chunks.
+//!
 //! Small pieces: [`options`], [`outcome`], [`escape`] (binary keys as
 //! text), [`progress`], [`log`] (every line on stderr), [`metrics`]
 //! (Prometheus, `--metrics-addr`), [`rate`],
 //! [`interrupt`] (Ctrl-C), [`clock`].
 
+pub mod capabilities;
 pub mod cli;
 pub mod clock;
 pub mod cluster;
@@ -67,6 +74,7 @@ pub mod pipeline;
 pub mod preflight;
 pub mod progress;
 pub mod rate;
+pub mod rebuild;
 pub mod report;
 pub mod route;
 pub mod scan;

@@ -41,6 +41,27 @@ pub enum JournalKeys {
     Failures,
 }
 
+/// How a key is written to the target (`--restore-mode`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum RestoreMode {
+    /// RESTORE where the target can load the source's payloads, otherwise
+    /// (and for a payload it refuses) rebuilt with commands of its type.
+    #[default]
+    Auto,
+    /// RESTORE only: a payload the target refuses makes the key `failed`.
+    Dump,
+    /// Always rebuilt with commands of its type.
+    Commands,
+}
+
+/// `--big-key-threshold`'s default: 8 MiB.
+pub const DEFAULT_BIG_KEY_THRESHOLD: u64 = 8 * 1024 * 1024;
+
+fn default_big_key_threshold() -> u64 {
+    DEFAULT_BIG_KEY_THRESHOLD
+}
+
 /// Everything that decides what a job copies and how.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct CopyOptions {
@@ -79,6 +100,15 @@ pub struct CopyOptions {
     /// events (its CONFIG is not available to check).
     #[serde(default)]
     pub notify_configured: bool,
+    /// RESTORE, rebuild by commands, or decide per server pair.
+    #[serde(default)]
+    pub restore_mode: RestoreMode,
+    /// Keys whose MEMORY USAGE is above this many bytes are copied in chunks.
+    #[serde(default = "default_big_key_threshold")]
+    pub big_key_threshold: u64,
+    /// Carry each key's LRU idle time or LFU frequency (RESTORE IDLETIME/FREQ).
+    #[serde(default)]
+    pub keep_idle: bool,
 }
 
 /// The default of `--fence-hold`.
@@ -102,6 +132,9 @@ impl Default for CopyOptions {
             journal_keys: JournalKeys::All,
             source_replicas: false,
             reconnect_timeout_secs: 60,
+            restore_mode: RestoreMode::Auto,
+            big_key_threshold: DEFAULT_BIG_KEY_THRESHOLD,
+            keep_idle: false,
             no_fence: false,
             fence_hold_ms: DEFAULT_FENCE_HOLD_MS,
             follow: false,
@@ -118,5 +151,66 @@ impl CopyOptions {
 
     pub fn reconnect_budget(&self) -> Duration {
         Duration::from_secs(self.reconnect_timeout_secs)
+    }
+}
+
+/// Parses a size in bytes: `8388608`, `512K`, `8M`, `1G` (binary units,
+/// `KiB`/`MiB`/`GiB` and a trailing `B` accepted too).
+pub fn parse_byte_size(text: &str) -> Result<u64, String> {
+    let trimmed = text.trim();
+    let upper = trimmed.to_ascii_uppercase();
+    let without_b = upper
+        .strip_suffix("IB")
+        .or_else(|| upper.strip_suffix('B'))
+        .unwrap_or(&upper);
+    let (digits, multiplier) = match without_b.chars().last() {
+        Some('K') => (&without_b[..without_b.len() - 1], 1u64 << 10),
+        Some('M') => (&without_b[..without_b.len() - 1], 1 << 20),
+        Some('G') => (&without_b[..without_b.len() - 1], 1 << 30),
+        _ => (without_b, 1),
+    };
+    let bad =
+        || format!("{trimmed:?} is not a size in bytes; write for example 8388608, 512K, 8M or 1G");
+    let number: u64 = digits.trim().parse().map_err(|_| bad())?;
+    let bytes = number.checked_mul(multiplier).ok_or_else(bad)?;
+    if bytes == 0 {
+        return Err(format!(
+            "{trimmed:?}: the threshold must be at least 1 byte"
+        ));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_take_binary_suffixes() {
+        assert_eq!(parse_byte_size("8388608"), Ok(8 * 1024 * 1024));
+        assert_eq!(parse_byte_size("512K"), Ok(512 * 1024));
+        assert_eq!(parse_byte_size("8M"), Ok(8 * 1024 * 1024));
+        assert_eq!(parse_byte_size("8m"), Ok(8 * 1024 * 1024));
+        assert_eq!(parse_byte_size("8MiB"), Ok(8 * 1024 * 1024));
+        assert_eq!(parse_byte_size("1G"), Ok(1 << 30));
+        assert_eq!(parse_byte_size("100B"), Ok(100));
+        for bad in ["", "M", "8X", "-1", "1.5M", "0", "99999999999999999999G"] {
+            assert!(parse_byte_size(bad).is_err(), "{bad:?}");
+        }
+        assert_eq!(
+            parse_byte_size("8X").unwrap_err(),
+            "\"8X\" is not a size in bytes; write for example 8388608, 512K, 8M or 1G"
+        );
+    }
+
+    #[test]
+    fn options_of_older_journals_still_load() {
+        let stored = r#"{"match_pattern":null,"key_type":null,"dbs":[],"db_map":{},
+            "scan_count":1000,"existing":"replace","ttl":"relative","rate":null,
+            "journal_keys":"all","source_replicas":false,"reconnect_timeout_secs":60}"#;
+        let options: CopyOptions = serde_json::from_str(stored).expect("old options load");
+        assert_eq!(options.restore_mode, RestoreMode::Auto);
+        assert_eq!(options.big_key_threshold, DEFAULT_BIG_KEY_THRESHOLD);
+        assert!(!options.keep_idle);
     }
 }

@@ -98,9 +98,9 @@ fn check_versions(source: &Side, target: &Side, options: &CopyOptions) -> Result
         > (target.info.version.0, target.info.version.1)
     {
         crate::log::warn(format!(
-            "source runs Redis {} and target {}; RESTORE refuses payloads from a newer version, so keys may fail",
-            source.info.version_text(),
-            target.info.version_text()
+            "source runs {} and target {}; RESTORE refuses payloads from a newer version, so keys may fail",
+            source.info.product(),
+            target.info.product()
         ));
     }
     Ok(())

@@ -1,6 +1,12 @@
 //! Facts about one Redis server, read from `INFO`: its identity (`run_id`),
-//! version, role, whether it runs in cluster mode, and how many keys each
-//! database holds.
+//! fork (Redis or Valkey) and version, role, whether it runs in cluster
+//! mode, and how many keys each database holds.
+//!
+//! Valkey reports `redis_version:7.2.4` (the Redis it forked from) next to
+//! its own `valkey_version`; [`ServerInfo::version`] keeps the Redis level
+//! (what existing feature checks compare against) and
+//! [`ServerInfo::fork_version`] the server's own number, which is what an
+//! operator should read in a message ([`ServerInfo::product`]).
 
 use std::collections::BTreeMap;
 
@@ -8,13 +14,35 @@ use anyhow::{Context, Result};
 
 use crate::connection::{NodeConnection, expect_text};
 
+/// Which server this is: Redis, or its fork Valkey.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash)]
+pub enum Fork {
+    #[default]
+    Redis,
+    Valkey,
+}
+
+impl Fork {
+    pub fn name(self) -> &'static str {
+        match self {
+            Fork::Redis => "Redis",
+            Fork::Valkey => "Valkey",
+        }
+    }
+}
+
 /// What `INFO server`, `INFO replication`, `INFO cluster` and
 /// `INFO keyspace` say about a server.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ServerInfo {
     pub run_id: String,
-    /// `(major, minor, patch)` of `redis_version`.
+    /// `(major, minor, patch)` of `redis_version`: the Redis level the
+    /// server is compatible with (7.2.4 on every Valkey so far).
     pub version: (u32, u32, u32),
+    pub fork: Fork,
+    /// The server's own version: `valkey_version` on Valkey, else
+    /// `redis_version`.
+    pub fork_version: (u32, u32, u32),
     /// `master` or `slave`.
     pub role: String,
     pub replica_read_only: bool,
@@ -43,6 +71,7 @@ impl ServerInfo {
         let mut info = ServerInfo::default();
         let mut primary_host = None;
         let mut primary_port = None;
+        let mut valkey_version = None;
         for line in text.lines() {
             let Some((name, value)) = line.trim_end().split_once(':') else {
                 continue;
@@ -50,6 +79,8 @@ impl ServerInfo {
             match name {
                 "run_id" => info.run_id = value.to_string(),
                 "redis_version" => info.version = parse_version(value),
+                "valkey_version" => valkey_version = Some(parse_version(value)),
+                "server_name" if value == "valkey" => info.fork = Fork::Valkey,
                 "role" => info.role = value.to_string(),
                 "slave_read_only" | "replica_read_only" => info.replica_read_only = value == "1",
                 "master_host" => primary_host = Some(value.to_string()),
@@ -66,6 +97,11 @@ impl ServerInfo {
         if let (Some(host), Some(port)) = (primary_host, primary_port) {
             info.primary = Some(format!("{host}:{port}"));
         }
+        info.fork_version = info.version;
+        if let Some(version) = valkey_version {
+            info.fork = Fork::Valkey;
+            info.fork_version = version;
+        }
         info
     }
 
@@ -78,8 +114,15 @@ impl ServerInfo {
         (self.version.0, self.version.1) >= (major, minor)
     }
 
+    /// The server's own version, `8.1.8` for Valkey 8.1.8.
     pub fn version_text(&self) -> String {
-        format!("{}.{}.{}", self.version.0, self.version.1, self.version.2)
+        let (major, minor, patch) = self.fork_version;
+        format!("{major}.{minor}.{patch}")
+    }
+
+    /// `Redis 7.0.15`, `Valkey 8.1.8`: what the server is, for messages.
+    pub fn product(&self) -> String {
+        format!("{} {}", self.fork.name(), self.version_text())
     }
 }
 
@@ -120,5 +163,19 @@ mod tests {
         assert_eq!(info.keyspace, BTreeMap::from([(0, 12), (15, 1)]));
         assert!(info.at_least(7, 0));
         assert!(!info.at_least(7, 2));
+        assert_eq!(info.fork, Fork::Redis);
+        assert_eq!(info.product(), "Redis 7.0.15");
+    }
+
+    #[test]
+    fn valkey_is_named_by_its_own_version() {
+        let text = "# Server\r\nredis_version:7.2.4\r\nserver_name:valkey\r\n\
+                    valkey_version:8.1.8\r\nrun_id:abc\r\n";
+        let info = ServerInfo::parse(text);
+        assert_eq!(info.fork, Fork::Valkey);
+        assert_eq!(info.version, (7, 2, 4));
+        assert_eq!(info.fork_version, (8, 1, 8));
+        assert_eq!(info.product(), "Valkey 8.1.8");
+        assert_eq!(info.version_text(), "8.1.8");
     }
 }

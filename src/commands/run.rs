@@ -12,7 +12,10 @@ use crate::endpoint::{Endpoint, Role};
 use crate::exit::{Exit, usage_error};
 use crate::interrupt::Shutdown;
 use crate::job::{self, Launch};
-use crate::options::{CopyOptions, Existing, JournalKeys, TtlMode};
+use crate::options::{
+    CopyOptions, DEFAULT_BIG_KEY_THRESHOLD, Existing, JournalKeys, RestoreMode, TtlMode,
+    parse_byte_size,
+};
 use crate::preflight::NewJob;
 
 #[derive(Debug, Args)]
@@ -122,6 +125,26 @@ pub struct RunArgs {
     /// (KEA), and its CONFIG command is not available to check (a managed service).
     #[arg(long, requires = "follow")]
     pub notify_configured: bool,
+    /// How keys are written: auto (RESTORE where the target loads the payload, else commands), dump, commands.
+    ///
+    /// `auto` decides from both servers' fork, version and RDB version, and
+    /// rebuilds a key by commands when RESTORE refuses its payload; `dump`
+    /// makes such a key `failed`; `commands` never uses RESTORE.
+    #[arg(long, value_enum, default_value_t = RestoreMode::Auto)]
+    pub restore_mode: RestoreMode,
+    /// Keys larger than this (MEMORY USAGE) are copied in chunks (K/M/G suffixes; default 8M).
+    ///
+    /// A big key is read with HSCAN/SSCAN/ZRANGE/LRANGE/XRANGE/GETRANGE and
+    /// built under a temporary name on the target, then renamed over the
+    /// key, so neither server is blocked by one huge DUMP or RESTORE.
+    #[arg(long, value_name = "BYTES", value_parser = parse_byte_size, default_value_t = DEFAULT_BIG_KEY_THRESHOLD)]
+    pub big_key_threshold: u64,
+    /// Carry each key's LRU idle time or LFU frequency (RESTORE IDLETIME/FREQ).
+    ///
+    /// Which one follows the source's maxmemory-policy. Keys rebuilt by
+    /// commands or in chunks start fresh (no command sets them).
+    #[arg(long)]
+    pub keep_idle: bool,
 }
 
 fn parse_db_map(text: &str) -> Result<(i64, i64), String> {
@@ -240,6 +263,9 @@ fn copy_options(args: &RunArgs, source: &Endpoint, target: &Endpoint) -> Result<
         fence_hold_ms: args.fence_hold,
         follow: args.follow,
         notify_configured: args.notify_configured,
+        restore_mode: args.restore_mode,
+        big_key_threshold: args.big_key_threshold,
+        keep_idle: args.keep_idle,
     };
     if options.follow && options.key_type.is_some() {
         return Err(usage_error(

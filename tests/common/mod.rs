@@ -13,7 +13,9 @@ pub mod data;
 pub mod dual_writer;
 pub mod proxy;
 pub mod server;
+pub mod versions;
 
+#[allow(unused_imports)]
 pub use data::*;
 #[allow(unused_imports)]
 pub use dual_writer::*;

@@ -34,9 +34,29 @@ fn free_port() -> u16 {
     }
 }
 
+/// Which server executable to run, and the flags it understands.
+#[derive(Debug, Clone)]
+pub struct ServerProgram {
+    pub binary: String,
+    /// `--enable-debug-command` exists from Redis 7 on; older servers refuse
+    /// to start when given it.
+    pub debug_command_flag: bool,
+}
+
+impl ServerProgram {
+    /// The default `redis-server` (Debian's 7.0, or `REDIS_SERVER_BIN`).
+    pub fn default_redis() -> ServerProgram {
+        ServerProgram {
+            binary: redis_server_bin(),
+            debug_command_flag: true,
+        }
+    }
+}
+
 /// One redis-server process.
 pub struct RedisServer {
     pub port: u16,
+    program: ServerProgram,
     /// Extra config directives, kept for `restart`.
     extra: Vec<String>,
     /// The `--requirepass` the server was started with, if any.
@@ -54,18 +74,23 @@ impl RedisServer {
     /// A standalone server with extra config directives, e.g.
     /// `&["--hash-max-listpack-entries", "0"]`.
     pub fn start_with(extra: &[&str]) -> RedisServer {
+        RedisServer::start_program(&ServerProgram::default_redis(), extra)
+    }
+
+    /// A standalone server run by `program` (another version or fork).
+    pub fn start_program(program: &ServerProgram, extra: &[&str]) -> RedisServer {
         for _ in 0..5 {
-            if let Some(server) = RedisServer::try_start(extra) {
+            if let Some(server) = RedisServer::try_start(program, extra) {
                 return server;
             }
         }
-        panic!("could not start redis-server after 5 attempts");
+        panic!("could not start {} after 5 attempts", program.binary);
     }
 
-    fn try_start(extra: &[&str]) -> Option<RedisServer> {
+    fn try_start(program: &ServerProgram, extra: &[&str]) -> Option<RedisServer> {
         let port = free_port();
         let dir = tempfile::tempdir().expect("temp dir");
-        let process = spawn_server(port, &dir, extra);
+        let process = spawn_server(program, port, &dir, extra);
         let password = extra
             .windows(2)
             .find(|pair| pair[0] == "--requirepass")
@@ -73,6 +98,7 @@ impl RedisServer {
         let extra = extra.iter().map(|s| s.to_string()).collect();
         let mut server = RedisServer {
             port,
+            program: program.clone(),
             extra,
             password,
             process,
@@ -90,7 +116,7 @@ impl RedisServer {
     pub fn restart(&mut self) {
         self.stop();
         let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
-        self.process = spawn_server(self.port, &self.dir, &extra);
+        self.process = spawn_server(&self.program, self.port, &self.dir, &extra);
         assert!(
             self.wait_ready(),
             "redis-server did not come back on port {}\n{}",
@@ -104,7 +130,7 @@ impl RedisServer {
     pub fn restart_without_waiting(&mut self) {
         self.stop();
         let extra: Vec<&str> = self.extra.iter().map(String::as_str).collect();
-        self.process = spawn_server(self.port, &self.dir, &extra);
+        self.process = spawn_server(&self.program, self.port, &self.dir, &extra);
     }
 
     fn wait_ready(&mut self) -> bool {
@@ -226,9 +252,19 @@ impl RedisServer {
     }
 }
 
-fn spawn_server(port: u16, dir: &tempfile::TempDir, extra: &[&str]) -> Child {
+fn spawn_server(
+    program: &ServerProgram,
+    port: u16,
+    dir: &tempfile::TempDir,
+    extra: &[&str],
+) -> Child {
     let log = dir.path().join("redis.log");
-    Command::new(redis_server_bin())
+    let debug_flag: &[&str] = if program.debug_command_flag {
+        &["--enable-debug-command", "yes"]
+    } else {
+        &[]
+    };
+    Command::new(&program.binary)
         .args([
             "--port",
             &port.to_string(),
@@ -243,7 +279,8 @@ fn spawn_server(port: u16, dir: &tempfile::TempDir, extra: &[&str]) -> Child {
         .arg(dir.path())
         .arg("--logfile")
         .arg(&log)
-        .args(["--protected-mode", "no", "--enable-debug-command", "yes"])
+        .args(["--protected-mode", "no"])
+        .args(debug_flag)
         .args(extra)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
@@ -251,8 +288,8 @@ fn spawn_server(port: u16, dir: &tempfile::TempDir, extra: &[&str]) -> Child {
         .spawn()
         .unwrap_or_else(|e| {
             panic!(
-                "cannot start {}: {e}; install redis-server",
-                redis_server_bin()
+                "cannot start {}: {e}; install redis-server (other versions: .ci/fetch-servers)",
+                program.binary
             )
         })
 }
