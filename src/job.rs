@@ -16,7 +16,7 @@ use crate::clock::{now_ms, short_duration};
 use crate::endpoint::{Endpoint, Role};
 use crate::exit::Exit;
 use crate::interrupt::Shutdown;
-use crate::journal::{CursorRecord, JobRecord, JobState, Journal};
+use crate::journal::{CursorRecord, JobRecord, JobState, Journal, JournalReader};
 use crate::options::{CopyOptions, JournalKeys};
 use crate::outcome::Outcome;
 use crate::pipeline::{self, Reader, Stop, WriterSettings};
@@ -50,7 +50,7 @@ pub fn start(
     let (mut source_side, target_side) =
         connect_sides(&source, &target, &options, &launch.shutdown)?;
     let cursors = plan_cursors(&mut source_side, &options)?;
-    warn_about_journal_size(&cursors, &options);
+    note_journal_keys(&options);
     let mut journal = Journal::create(&launch.journal)?;
     let job = JobRecord {
         source_tls_ca: source.tls_ca.clone(),
@@ -74,18 +74,13 @@ pub fn start(
     )
 }
 
-/// Above this many keys, a row per key makes the journal the bottleneck.
-const LARGE_JOB_KEYS: u64 = 10_000_000;
-
-/// A row per key costs more as the journal grows (keys arrive in hash
-/// order, so every transaction touches pages all over it); say so before
-/// an overnight job starts rather than after.
-fn warn_about_journal_size(cursors: &[CursorRecord], options: &CopyOptions) {
-    let expected: u64 = cursors.iter().filter_map(|c| c.keys_expected).sum();
-    if options.journal_keys == JournalKeys::All && expected > LARGE_JOB_KEYS {
-        eprintln!(
-            "redis-ferry: note: about {expected} keys with a journal row each; the journal slows the copy down as it grows. \
-             For a job this size, --journal-keys failures keeps rows for failed keys only and runs at the servers' speed (see the README, Performance)"
+/// `--journal-keys failures` stays accepted for scripts written for older
+/// versions; the journal now keeps a row per key at any size (and needs it
+/// to count every key once), so say the flag changes nothing.
+fn note_journal_keys(options: &CopyOptions) {
+    if options.journal_keys == JournalKeys::Failures {
+        crate::log::info(
+            "note: --journal-keys failures is no longer needed and changes nothing: the journal keeps a row for every key, at any size, without slowing the copy down (see the README, Performance)",
         );
     }
 }
@@ -471,27 +466,23 @@ fn retry_reader(
     shutdown: Shutdown,
 ) -> Reader {
     Box::new(move |emit: &mut dyn FnMut(ReadBatch) -> bool| {
-        let journal = Journal::open_to_read(&journal_path)?;
+        let journal = JournalReader::open(&journal_path)?;
         let limiter = RateLimiter::new(options.rate);
         let page_size = options.scan_count.max(1) as usize;
-        let mut after: Option<(i64, Vec<u8>)> = None;
+        let mut after = None;
         loop {
             if shutdown.requested() {
                 return Ok(false);
             }
-            let page = journal.keys_with_outcomes(
-                &outcomes,
-                after.as_ref().map(|(db, key)| (*db, key.as_slice())),
-                page_size,
-            )?;
-            let Some(last) = page.last().cloned() else {
+            let page = journal.keys_with_outcomes(&outcomes, after, page_size)?;
+            let Some(last) = page.last() else {
                 return Ok(true);
             };
-            after = Some(last);
+            after = Some(last.position);
             // A batch holds keys of one database.
             let mut by_db: BTreeMap<i64, Vec<Vec<u8>>> = BTreeMap::new();
-            for (db, key) in page {
-                by_db.entry(db).or_default().push(key);
+            for paged in page {
+                by_db.entry(paged.db).or_default().push(paged.key);
             }
             for (db, keys) in by_db {
                 limiter.acquire(keys.len());
