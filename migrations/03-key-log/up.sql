@@ -8,12 +8,15 @@
 -- key's row through `key_hash_runs`/`key_hash_chunks` (see
 -- src/journal/index.rs); readers never need to.
 
--- One row per transaction that recorded keys: when it committed (Unix ms).
--- A key's time is that of the transaction that last recorded it.
+-- One row per transaction that recorded keys: when it committed (Unix ms),
+-- and the first seq it appended (NULL when it appended none). A key's time
+-- is that of the transaction that last recorded it.
 CREATE TABLE journal_commits (
-    id  INTEGER PRIMARY KEY,
-    at  INTEGER NOT NULL
+    id         INTEGER PRIMARY KEY,
+    at         INTEGER NOT NULL,
+    first_seq  INTEGER
 );
+CREATE INDEX journal_commits_by_first_seq ON journal_commits (first_seq);
 
 -- One row per distinct (source db, key), with its latest outcome.
 -- `seq` is the order in which keys were first recorded (the CSV's order).
@@ -23,6 +26,8 @@ CREATE TABLE journal_commits (
 -- `ttl_ms` is the remaining TTL when the key was read (NULL: no TTL);
 -- `size_bytes` is the size of what was read; `attempts` counts how often
 -- the key was recorded (copied again by a rescan, retry or verify).
+-- `commit_id` is the transaction that last changed the row, or NULL for
+-- the one that appended it (found by `first_seq`; two bytes a key saved).
 CREATE TABLE key_log (
     seq         INTEGER PRIMARY KEY,
     db          INTEGER NOT NULL,
@@ -33,7 +38,7 @@ CREATE TABLE key_log (
     size_bytes  INTEGER,
     attempts    INTEGER NOT NULL,
     error       TEXT,
-    commit_id   INTEGER NOT NULL
+    commit_id   INTEGER
 );
 
 -- `retry`, `status` and the report look up the keys that need attention

@@ -7,8 +7,8 @@
 //! hash order, so each transaction rewrote pages all over it and the
 //! journal slowed down as it grew. Here, a key is known by a 40-bit hash of
 //! (db, key), and the index is an LSM tree of (hash, seq) entries:
-//! - **recent**: the entries of rows recorded since the last flush, in a
-//!   hash map in memory (rebuilt from `key_log` when a journal is opened);
+//! - **recent**: the entries of rows recorded since the last flush, sorted
+//!   runs in memory (rebuilt from `key_log` when a journal is opened);
 //! - **runs**: sorted runs on disk (`key_hash_runs`, `key_hash_chunks`,
 //!   packed by [`chunk`]), written whole when `recent` is flushed, and
 //!   merged four at a time into a run of the next level, so each entry is
@@ -28,9 +28,6 @@
 
 mod chunk;
 mod filter;
-
-use std::collections::HashMap;
-use std::hash::{BuildHasherDefault, Hasher};
 
 use anyhow::{Context, Result};
 use rusqlite::{Connection, params};
@@ -200,48 +197,54 @@ impl KeyIndex {
             let Some(&(last, _)) = page.last() else {
                 return Ok(());
             };
-            for (seq, hash) in page {
-                self.recent.insert(hash, seq);
-            }
+            let mut entries: Vec<(u64, i64)> =
+                page.into_iter().map(|(seq, hash)| (hash, seq)).collect();
+            entries.sort_unstable();
+            self.recent.add_sorted(entries);
             after = last;
             self.maintain(connection, last + 1)?;
         }
     }
 
-    /// Appends to `out` the seqs of the rows that may hold a key with
-    /// this hash: every row that holds it is among them.
+    /// For each of `hashes` (strictly increasing), appends `(i, seq)` to
+    /// `out` for every row that may hold a key with `hashes[i]`: every row
+    /// that holds one is among them. Hashes in order walk the recent
+    /// entries, the filters and the runs' chunks in order too.
     pub fn candidates(
         &mut self,
         connection: &Connection,
-        hash: u64,
-        out: &mut Vec<i64>,
+        hashes: &[u64],
+        out: &mut Vec<(usize, i64)>,
     ) -> Result<()> {
+        debug_assert!(hashes.windows(2).all(|w| w[0] < w[1]));
         let KeyIndex {
             recent,
             runs,
             stats,
             ..
         } = self;
-        recent.seqs(hash, out);
+        recent.candidates(hashes, out);
         for run in runs.iter().rev() {
-            if !run.filter.may_contain(hash) {
-                continue;
-            }
-            let before = out.len();
-            run.probe(connection, hash, out)?;
-            stats.run_probes += 1;
-            if out.len() == before {
-                stats.false_maybes += 1;
+            let mut chunk = DecodedChunk::default();
+            for (i, &hash) in hashes.iter().enumerate() {
+                if !run.filter.may_contain(hash) {
+                    continue;
+                }
+                let before = out.len();
+                run.probe(connection, hash, i, &mut chunk, out)?;
+                stats.run_probes += 1;
+                if out.len() == before {
+                    stats.false_maybes += 1;
+                }
             }
         }
         Ok(())
     }
 
-    /// Adds the entries of rows that a committed transaction recorded.
-    pub fn add(&mut self, entries: &[(u64, i64)]) {
-        for &(hash, seq) in entries {
-            self.recent.insert(hash, seq);
-        }
+    /// Adds the entries (sorted by hash) of rows that a committed
+    /// transaction appended.
+    pub fn add(&mut self, entries: Vec<(u64, i64)>) {
+        self.recent.add_sorted(entries);
     }
 
     /// Writes the recent entries as a run once there are enough, then
@@ -441,8 +444,16 @@ impl RunBuilder {
 }
 
 impl Run {
-    /// The seqs of this run's entries with `hash`.
-    fn probe(&self, connection: &Connection, hash: u64, out: &mut Vec<i64>) -> Result<()> {
+    /// Appends `(i, seq)` for this run's entries with `hash`. `chunk` keeps
+    /// the last chunk read: hashes close together often share one.
+    fn probe(
+        &self,
+        connection: &Connection,
+        hash: u64,
+        i: usize,
+        chunk: &mut DecodedChunk,
+        out: &mut Vec<(usize, i64)>,
+    ) -> Result<()> {
         let end = self.first_hashes.partition_point(|&first| first <= hash);
         if end == 0 {
             return Ok(());
@@ -453,12 +464,14 @@ impl Run {
             .partition_point(|&first| first < hash)
             .saturating_sub(1);
         for index in start..end {
-            read_chunk(connection, self.first_chunk + index as i64, |entry, seq| {
-                if entry == hash {
-                    out.push(seq);
-                }
-                entry <= hash
-            })?;
+            let entries = chunk.load(connection, self.first_chunk + index as i64)?;
+            let from = entries.partition_point(|entry| entry.0 < hash);
+            out.extend(
+                entries[from..]
+                    .iter()
+                    .take_while(|entry| entry.0 == hash)
+                    .map(|entry| (i, entry.1)),
+            );
         }
         Ok(())
     }
@@ -530,78 +543,100 @@ impl RunReader {
     }
 }
 
-/// The entries not written as a run yet. A hash shared by two keys (rare)
-/// keeps its second and later seqs in `shared`.
+/// One chunk's entries, decoded, remembered between probes.
+#[derive(Default)]
+struct DecodedChunk {
+    id: Option<i64>,
+    entries: Vec<(u64, i64)>,
+}
+
+impl DecodedChunk {
+    fn load(&mut self, connection: &Connection, id: i64) -> Result<&[(u64, i64)]> {
+        if self.id != Some(id) {
+            self.entries.clear();
+            self.id = None;
+            let entries = &mut self.entries;
+            read_chunk(connection, id, |hash, seq| {
+                entries.push((hash, seq));
+                true
+            })?;
+            self.id = Some(id);
+        }
+        Ok(&self.entries)
+    }
+}
+
+/// The entries not written as a run yet: sorted runs in memory, one per
+/// transaction, merged two by two whenever the newer is at least half the
+/// size of the older (so there are only a few, however small the
+/// transactions), 16 bytes an entry.
 #[derive(Default)]
 struct Recent {
-    first: HashMap<u64, i64, BuildHasherDefault<SpreadHasher>>,
-    shared: Vec<(u64, i64)>,
+    runs: Vec<Vec<(u64, i64)>>,
+    len: usize,
 }
 
 impl Recent {
-    fn insert(&mut self, hash: u64, seq: i64) {
-        if let Some(&existing) = self.first.get(&hash) {
-            if existing != seq {
-                self.shared.push((hash, seq));
-            }
-        } else {
-            self.first.insert(hash, seq);
+    fn add_sorted(&mut self, entries: Vec<(u64, i64)>) {
+        if entries.is_empty() {
+            return;
+        }
+        self.len += entries.len();
+        self.runs.push(entries);
+        while let [.., older, newer] = self.runs.as_slice()
+            && newer.len() * 2 >= older.len()
+        {
+            let newer = self.runs.pop().expect("two runs");
+            let older = self.runs.pop().expect("two runs");
+            self.runs.push(merge_sorted(older, newer));
         }
     }
 
-    fn seqs(&self, hash: u64, out: &mut Vec<i64>) {
-        if let Some(&seq) = self.first.get(&hash) {
-            out.push(seq);
-            out.extend(
-                self.shared
-                    .iter()
-                    .filter(|(shared, _)| *shared == hash)
-                    .map(|(_, seq)| *seq),
-            );
+    fn candidates(&self, hashes: &[u64], out: &mut Vec<(usize, i64)>) {
+        for run in &self.runs {
+            let mut from = 0;
+            for (i, &hash) in hashes.iter().enumerate() {
+                from += run[from..].partition_point(|entry| entry.0 < hash);
+                out.extend(
+                    run[from..]
+                        .iter()
+                        .take_while(|entry| entry.0 == hash)
+                        .map(|entry| (i, entry.1)),
+                );
+            }
         }
     }
 
     fn len(&self) -> usize {
-        self.first.len() + self.shared.len()
+        self.len
     }
 
+    /// Every entry, in one sorted run.
     fn sorted(&self) -> Vec<(u64, i64)> {
-        let mut entries: Vec<(u64, i64)> = self
-            .first
-            .iter()
-            .map(|(&hash, &seq)| (hash, seq))
-            .chain(self.shared.iter().copied())
-            .collect();
-        entries.sort_unstable();
-        entries
+        let mut merged = Vec::with_capacity(self.len);
+        for run in &self.runs {
+            merged.extend_from_slice(run);
+        }
+        merged.sort_unstable();
+        merged
     }
 
     fn clear(&mut self) {
-        self.first.clear();
-        self.first.shrink_to(RECENT_LIMIT);
-        self.shared.clear();
+        self.runs.clear();
+        self.len = 0;
     }
 }
 
-/// Key hashes are already uniform, but only 40 bits wide: the hash map
-/// needs its top bits set too, so spread them with one multiplication.
-#[derive(Default)]
-struct SpreadHasher(u64);
-
-impl Hasher for SpreadHasher {
-    fn finish(&self) -> u64 {
-        self.0
+fn merge_sorted(older: Vec<(u64, i64)>, newer: Vec<(u64, i64)>) -> Vec<(u64, i64)> {
+    let mut merged = Vec::with_capacity(older.len() + newer.len());
+    let (mut left, mut right) = (older.into_iter().peekable(), newer.into_iter().peekable());
+    while let (Some(l), Some(r)) = (left.peek(), right.peek()) {
+        let next = if l <= r { left.next() } else { right.next() };
+        merged.push(next.expect("peeked"));
     }
-
-    fn write(&mut self, bytes: &[u8]) {
-        for &byte in bytes {
-            self.0 = (self.0 ^ u64::from(byte)).wrapping_mul(0x0100_0000_01B3);
-        }
-    }
-
-    fn write_u64(&mut self, value: u64) {
-        self.0 = value.wrapping_mul(0x9E37_79B9_7F4A_7C15);
-    }
+    merged.extend(left);
+    merged.extend(right);
+    merged
 }
 
 #[cfg(test)]
@@ -636,11 +671,11 @@ mod tests {
         index
             .candidates(
                 connection,
-                key_hash(0, format!("k{i}").as_bytes()),
+                &[key_hash(0, format!("k{i}").as_bytes())],
                 &mut out,
             )
             .unwrap();
-        out
+        out.into_iter().map(|(_, seq)| seq).collect()
     }
 
     #[test]

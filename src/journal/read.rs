@@ -148,17 +148,19 @@ impl JournalReader {
 
     /// The failed keys recorded last, newest first.
     pub fn last_errors(&self, limit: usize) -> Result<Vec<KeyRow>> {
-        let mut statement = self.connection.prepare(&format!(
-            "SELECT {KEY_ROW_COLUMNS} FROM key_log k JOIN journal_commits c ON c.id = k.commit_id
-             WHERE k.outcome >= {NEEDING_ATTENTION} AND k.outcome = ?1
-             ORDER BY k.seq DESC LIMIT ?2"
-        ))?;
-        let mut rows = statement.query(params![outcome_code(Outcome::Failed), limit as i64])?;
-        let mut out = Vec::new();
-        while let Some(row) = rows.next()? {
-            out.push(key_row(row, row.get(7)?)?);
-        }
-        Ok(out)
+        let mut rows = Vec::new();
+        read_key_rows(
+            &self.connection,
+            &format!(
+                "k.outcome >= {NEEDING_ATTENTION} AND k.outcome = ?1 ORDER BY k.seq DESC LIMIT ?2"
+            ),
+            params![outcome_code(Outcome::Failed), limit as i64],
+            |row| {
+                rows.push(row);
+                Ok(())
+            },
+        )?;
+        Ok(rows)
     }
 
     /// The most frequent per-key error texts of failed keys, with counts.
@@ -201,12 +203,12 @@ impl JournalReader {
         self.consistently(|reader| {
             let times = CommitTimes::read(&reader.connection)?;
             let mut statement = reader.connection.prepare(
-                "SELECT db, key, outcome, ttl_ms, size_bytes, attempts, error, commit_id, method
-                 FROM key_log k ORDER BY seq",
+                "SELECT db, key, outcome, ttl_ms, size_bytes, attempts, error, NULL, method, seq, commit_id
+                 FROM key_log ORDER BY seq",
             )?;
             let mut rows = statement.query([])?;
             while let Some(row) = rows.next()? {
-                let at = times.at(row.get(7)?);
+                let at = times.at(row.get(9)?, row.get(10)?);
                 each(key_row(row, at)?)?;
             }
             Ok(())
@@ -214,9 +216,29 @@ impl JournalReader {
     }
 }
 
-/// `key_row`'s columns, with the commit's time as the 8th.
-const KEY_ROW_COLUMNS: &str =
-    "k.db, k.key, k.outcome, k.ttl_ms, k.size_bytes, k.attempts, k.error, c.at, k.method";
+/// Calls `each` for the key rows that `condition` (on `key_log k`) selects,
+/// with the time of the transaction that last recorded each.
+pub(super) fn read_key_rows(
+    connection: &Connection,
+    condition: &str,
+    parameters: impl rusqlite::Params,
+    mut each: impl FnMut(KeyRow) -> Result<()>,
+) -> Result<()> {
+    let mut statement = connection.prepare(&format!(
+        "SELECT k.db, k.key, k.outcome, k.ttl_ms, k.size_bytes, k.attempts, k.error,
+                COALESCE((SELECT at FROM journal_commits WHERE id = k.commit_id),
+                         (SELECT at FROM journal_commits WHERE first_seq <= k.seq
+                          ORDER BY first_seq DESC LIMIT 1)),
+                k.method
+         FROM key_log k WHERE {condition}"
+    ))?;
+    let mut rows = statement.query(parameters)?;
+    while let Some(row) = rows.next()? {
+        let at = row.get::<_, Option<i64>>(7)?.unwrap_or(0);
+        each(key_row(row, at)?)?;
+    }
+    Ok(())
+}
 
 fn key_row(row: &rusqlite::Row<'_>, updated_at: i64) -> Result<KeyRow> {
     Ok(KeyRow {
@@ -233,28 +255,44 @@ fn key_row(row: &rusqlite::Row<'_>, updated_at: i64) -> Result<KeyRow> {
 }
 
 /// Every transaction's time, held in memory while the key rows stream by
-/// (there is one per transaction, not per key).
+/// (there is one per transaction, not per key): by id, for rows changed
+/// since they were appended, and by the first seq each appended.
 struct CommitTimes {
-    ids: Vec<i64>,
-    times: Vec<i64>,
+    by_id: Vec<(i64, i64)>,
+    by_first_seq: Vec<(i64, i64)>,
 }
 
 impl CommitTimes {
     fn read(connection: &Connection) -> Result<CommitTimes> {
-        let mut statement = connection.prepare("SELECT id, at FROM journal_commits ORDER BY id")?;
+        let mut statement =
+            connection.prepare("SELECT id, at, first_seq FROM journal_commits ORDER BY id")?;
         let mut rows = statement.query([])?;
-        let (mut ids, mut times) = (Vec::new(), Vec::new());
+        let (mut by_id, mut by_first_seq) = (Vec::new(), Vec::new());
         while let Some(row) = rows.next()? {
-            ids.push(row.get(0)?);
-            times.push(row.get(1)?);
+            let (id, at, first_seq): (i64, i64, Option<i64>) =
+                (row.get(0)?, row.get(1)?, row.get(2)?);
+            by_id.push((id, at));
+            by_first_seq.extend(first_seq.map(|seq| (seq, at)));
         }
-        Ok(CommitTimes { ids, times })
+        by_first_seq.sort_unstable();
+        Ok(CommitTimes {
+            by_id,
+            by_first_seq,
+        })
     }
 
-    fn at(&self, commit: i64) -> i64 {
-        match self.ids.binary_search(&commit) {
-            Ok(index) => self.times[index],
-            Err(_) => 0,
+    fn at(&self, seq: i64, commit: Option<i64>) -> i64 {
+        match commit {
+            Some(id) => self
+                .by_id
+                .binary_search_by_key(&id, |(id, _)| *id)
+                .map_or(0, |i| self.by_id[i].1),
+            None => {
+                let after = self
+                    .by_first_seq
+                    .partition_point(|(first, _)| *first <= seq);
+                after.checked_sub(1).map_or(0, |i| self.by_first_seq[i].1)
+            }
         }
     }
 }

@@ -11,8 +11,7 @@
 //! cursors and this run's progress. The index learns the new rows once
 //! the transaction has committed.
 
-use std::collections::{BTreeMap, HashMap};
-use std::hash::BuildHasherDefault;
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
@@ -268,30 +267,19 @@ impl Journal {
             connection, keys, ..
         } = self;
         let state = key_state(keys, connection)?;
-        let mut candidates = Vec::new();
-        state
-            .index
-            .candidates(connection, key_hash(db, key), &mut candidates)?;
-        let Some(found) = find_recorded(connection, &candidates, db, key)? else {
+        let probe = KeyResult::failed(key.to_vec(), "");
+        let arrivals = [(db, &probe)];
+        let mut distinct = distinct_keys(&arrivals);
+        find_previous_rows(connection, &mut state.index, &mut distinct)?;
+        let Some(previous) = distinct[0].previous else {
             return Ok(None);
         };
-        let mut statement = connection.prepare(
-            "SELECT k.db, k.key, k.outcome, k.ttl_ms, k.size_bytes, k.attempts, k.error, c.at, k.method
-             FROM key_log k JOIN journal_commits c ON c.id = k.commit_id WHERE k.seq = ?1",
-        )?;
-        let mut rows = statement.query(params![found.seq])?;
-        let row = rows.next()?.context("a key's row vanished")?;
-        Ok(Some(KeyRow {
-            db: row.get(0)?,
-            key: row.get(1)?,
-            outcome: outcome_from_code(row.get(2)?)?,
-            ttl_ms: row.get(3)?,
-            size_bytes: row.get(4)?,
-            attempts: row.get(5)?,
-            error: row.get(6)?,
-            updated_at: row.get(7)?,
-            method: super::codes::method_from_code(row.get(8)?)?,
-        }))
+        let mut found = None;
+        read::read_key_rows(connection, "k.seq = ?1", params![previous.seq], |row| {
+            found = Some(row);
+            Ok(())
+        })?;
+        Ok(found)
     }
 
     /// What the key index did so far (for benchmarks and profiles).
@@ -361,7 +349,7 @@ impl Journal {
         if recorded.used_commit {
             state.next_commit += 1;
         }
-        state.index.add(&recorded.new_entries);
+        state.index.add(recorded.new_entries);
         if let Err(error) = state.index.maintain(connection, state.next_seq) {
             // The index in memory may be half-merged; the next use loads it
             // again from the journal, where every merge is all or nothing.
@@ -460,145 +448,183 @@ fn insert_cursors(transaction: &rusqlite::Transaction<'_>, cursors: &[CursorReco
 struct Recorded {
     /// How the per-database counts move.
     deltas: BTreeMap<(i64, Outcome), i64>,
-    /// (hash, seq) of the rows appended, for the index once committed.
+    /// (hash, seq) of the rows appended, sorted by hash, for the index
+    /// once committed.
     new_entries: Vec<(u64, i64)>,
     /// Whether the transaction's `journal_commits` row was written.
     used_commit: bool,
 }
 
-/// A row to append: a key not recorded before this transaction.
-struct NewRow<'a> {
-    db: i64,
-    result: &'a KeyResult,
-    attempts: i64,
+/// One distinct (db, key) of a transaction, however often it came.
+struct Distinct<'a> {
     hash: u64,
-    /// The previous new row of this transaction with the same hash.
-    same_hash_before: Option<usize>,
+    db: i64,
+    key: &'a [u8],
+    /// Where it came first (its place in `key_log` if it is new) and last
+    /// (the outcome that counts) among the transaction's keys.
+    first: usize,
+    last: usize,
+    occurrences: i64,
+    /// Its row, when an earlier transaction recorded it.
+    previous: Option<Previous>,
 }
 
 /// A key's row as recorded before.
+#[derive(Debug, Clone, Copy)]
 struct Previous {
     seq: i64,
     outcome: Outcome,
 }
 
-type ByHash = HashMap<u64, usize, BuildHasherDefault<std::hash::DefaultHasher>>;
-
+/// Records the keys of `batches`. Keys are handled in hash order: equal
+/// keys meet (the later outcome wins), and the index is walked in order;
+/// rows recorded before are read and updated in seq order (neighbours on
+/// the same pages), new rows are appended in arrival order.
 fn record_keys<'a>(
     transaction: &Connection,
     state: &mut KeyState,
     batches: &'a [BatchRecord<'a>],
     now: i64,
 ) -> Result<Recorded> {
-    let arrivals: usize = batches.iter().map(|b| b.results.len()).sum();
-    let mut new_rows: Vec<NewRow<'a>> = Vec::with_capacity(arrivals);
-    let mut by_hash = ByHash::with_capacity_and_hasher(arrivals, Default::default());
-    let mut deltas: BTreeMap<(i64, Outcome), i64> = BTreeMap::new();
-    let mut candidates = Vec::new();
-    let mut updated = false;
+    let arrivals: Vec<(i64, &'a KeyResult)> = batches
+        .iter()
+        .flat_map(|batch| batch.results.iter().map(move |result| (batch.db, result)))
+        .collect();
+    let mut distinct = distinct_keys(&arrivals);
+    find_previous_rows(transaction, &mut state.index, &mut distinct)?;
     let commit = state.next_commit;
-    for batch in batches {
-        for result in batch.results {
-            let (db, key) = (batch.db, result.key.as_slice());
-            let hash = key_hash(db, key);
-            *deltas.entry((db, result.outcome)).or_default() += 1;
-            if let Some(i) = find_new_row(&new_rows, &by_hash, hash, db, key) {
-                let row = &mut new_rows[i];
-                *deltas.entry((db, row.result.outcome)).or_default() -= 1;
-                row.result = result;
-                row.attempts += 1;
-                continue;
-            }
-            candidates.clear();
-            state.index.candidates(transaction, hash, &mut candidates)?;
-            if let Some(previous) = find_recorded(transaction, &candidates, db, key)? {
-                *deltas.entry((db, previous.outcome)).or_default() -= 1;
-                update_row(transaction, previous.seq, result, commit)?;
-                updated = true;
-                continue;
-            }
-            let same_hash_before = by_hash.insert(hash, new_rows.len());
-            new_rows.push(NewRow {
-                db,
-                result,
-                attempts: 1,
-                hash,
-                same_hash_before,
-            });
+    let mut deltas: BTreeMap<(i64, Outcome), i64> = BTreeMap::new();
+    for key in &distinct {
+        *deltas
+            .entry((key.db, arrivals[key.last].1.outcome))
+            .or_default() += 1;
+        if let Some(previous) = key.previous {
+            *deltas.entry((key.db, previous.outcome)).or_default() -= 1;
         }
     }
-    let used_commit = updated || !new_rows.is_empty();
-    if used_commit {
-        transaction
-            .prepare_cached("INSERT INTO journal_commits (id, at) VALUES (?1, ?2)")?
-            .execute(params![commit, now])?;
+    let mut updates: Vec<&Distinct<'_>> =
+        distinct.iter().filter(|k| k.previous.is_some()).collect();
+    updates.sort_unstable_by_key(|key| key.previous.map(|p| p.seq));
+    for key in &updates {
+        let seq = key.previous.expect("filtered").seq;
+        update_row(
+            transaction,
+            seq,
+            arrivals[key.last].1,
+            key.occurrences,
+            commit,
+        )?;
     }
-    insert_rows(transaction, &new_rows, state.next_seq, commit)?;
+    let mut fresh: Vec<&Distinct<'_>> = distinct.iter().filter(|k| k.previous.is_none()).collect();
+    fresh.sort_unstable_by_key(|key| key.first);
+    let used_commit = !updates.is_empty() || !fresh.is_empty();
+    if used_commit {
+        let first_seq = (!fresh.is_empty()).then_some(state.next_seq);
+        transaction
+            .prepare_cached("INSERT INTO journal_commits (id, at, first_seq) VALUES (?1, ?2, ?3)")?
+            .execute(params![commit, now, first_seq])?;
+    }
+    insert_rows(transaction, &fresh, &arrivals, state.next_seq)?;
+    let mut new_entries: Vec<(u64, i64)> = fresh
+        .iter()
+        .enumerate()
+        .map(|(i, key)| (key.hash, state.next_seq + i as i64))
+        .collect();
+    new_entries.sort_unstable();
     Ok(Recorded {
         deltas,
-        new_entries: new_rows
-            .iter()
-            .enumerate()
-            .map(|(i, row)| (row.hash, state.next_seq + i as i64))
-            .collect(),
+        new_entries,
         used_commit,
     })
 }
 
-fn find_new_row(
-    rows: &[NewRow<'_>],
-    by_hash: &ByHash,
-    hash: u64,
-    db: i64,
-    key: &[u8],
-) -> Option<usize> {
-    let mut next = by_hash.get(&hash).copied();
-    while let Some(i) = next {
-        let row = &rows[i];
-        if row.db == db && row.result.key == key {
-            return Some(i);
+/// The distinct keys among `arrivals`, in hash order.
+fn distinct_keys<'a>(arrivals: &[(i64, &'a KeyResult)]) -> Vec<Distinct<'a>> {
+    let mut order: Vec<(u64, usize)> = arrivals
+        .iter()
+        .enumerate()
+        .map(|(i, (db, result))| (key_hash(*db, &result.key), i))
+        .collect();
+    order.sort_unstable();
+    let mut distinct: Vec<Distinct<'a>> = Vec::with_capacity(order.len());
+    let mut same_hash_from = 0;
+    for (hash, i) in order {
+        let (db, result) = arrivals[i];
+        if distinct.last().is_some_and(|last| last.hash != hash) {
+            same_hash_from = distinct.len();
         }
-        next = row.same_hash_before;
+        // Arrivals of one hash come in arrival order: the last one seen wins.
+        match distinct[same_hash_from..]
+            .iter_mut()
+            .find(|key| key.db == db && key.key == result.key)
+        {
+            Some(key) => {
+                key.last = i;
+                key.occurrences += 1;
+            }
+            None => distinct.push(Distinct {
+                hash,
+                db,
+                key: &result.key,
+                first: i,
+                last: i,
+                occurrences: 1,
+                previous: None,
+            }),
+        }
     }
-    None
+    distinct
 }
 
-/// Which of the candidate rows holds (db, key), if any.
-fn find_recorded(
+/// Sets `previous` of the keys that an earlier transaction recorded: the
+/// index names the rows that may hold each hash; the rows' keys decide.
+fn find_previous_rows(
     connection: &Connection,
-    candidates: &[i64],
-    db: i64,
-    key: &[u8],
-) -> Result<Option<Previous>> {
-    if candidates.is_empty() {
-        return Ok(None);
-    }
+    index: &mut KeyIndex,
+    distinct: &mut [Distinct<'_>],
+) -> Result<()> {
+    let mut hashes: Vec<u64> = distinct.iter().map(|key| key.hash).collect();
+    hashes.dedup();
+    let mut candidates = Vec::new();
+    index.candidates(connection, &hashes, &mut candidates)?;
+    candidates.sort_unstable_by_key(|&(_, seq)| seq);
     let mut statement =
         connection.prepare_cached("SELECT db, key, outcome FROM key_log WHERE seq = ?1")?;
-    for &seq in candidates {
+    for (i, seq) in candidates {
         let row: Option<(i64, Vec<u8>, i64)> = statement
             .query_row(params![seq], |row| {
                 Ok((row.get(0)?, row.get(1)?, row.get(2)?))
             })
             .optional()?;
-        if let Some((row_db, row_key, outcome)) = row
-            && row_db == db
-            && row_key == key
+        let Some((db, key, outcome)) = row else {
+            continue;
+        };
+        let from = distinct.partition_point(|k| k.hash < hashes[i]);
+        if let Some(found) = distinct[from..]
+            .iter_mut()
+            .take_while(|k| k.hash == hashes[i])
+            .find(|k| k.db == db && k.key == key.as_slice())
         {
-            return Ok(Some(Previous {
+            found.previous = Some(Previous {
                 seq,
                 outcome: outcome_from_code(outcome)?,
-            }));
+            });
         }
     }
-    Ok(None)
+    Ok(())
 }
 
-fn update_row(connection: &Connection, seq: i64, result: &KeyResult, commit: i64) -> Result<()> {
+fn update_row(
+    connection: &Connection,
+    seq: i64,
+    result: &KeyResult,
+    occurrences: i64,
+    commit: i64,
+) -> Result<()> {
     connection
         .prepare_cached(
             "UPDATE key_log SET outcome = ?2, method = ?3, ttl_ms = ?4, size_bytes = ?5,
-                                attempts = attempts + 1, error = ?6, commit_id = ?7
+                                attempts = attempts + ?6, error = ?7, commit_id = ?8
              WHERE seq = ?1",
         )?
         .execute(params![
@@ -607,6 +633,7 @@ fn update_row(connection: &Connection, seq: i64, result: &KeyResult, commit: i64
             method_code(result.method),
             result.ttl_ms,
             result.size_bytes,
+            occurrences,
             result.error,
             commit
         ])?;
@@ -617,39 +644,40 @@ fn update_row(connection: &Connection, seq: i64, result: &KeyResult, commit: i64
 /// of the journal's cost with one statement per key.
 const ROWS_PER_INSERT: usize = 100;
 
-/// Columns of an appended row.
-const ROW_COLUMNS: usize = 10;
+/// Columns of an appended row (`commit_id` is left NULL: the transaction
+/// that appended a row is found by its `first_seq`).
+const ROW_COLUMNS: usize = 9;
 
 fn insert_rows(
     connection: &Connection,
-    rows: &[NewRow<'_>],
+    fresh: &[&Distinct<'_>],
+    arrivals: &[(i64, &KeyResult)],
     first_seq: i64,
-    commit: i64,
 ) -> Result<()> {
-    for (chunk_index, chunk) in rows.chunks(ROWS_PER_INSERT).enumerate() {
+    for (chunk_index, chunk) in fresh.chunks(ROWS_PER_INSERT).enumerate() {
         let first = first_seq + (chunk_index * ROWS_PER_INSERT) as i64;
-        let values: Vec<[i64; 2]> = chunk
+        let codes: Vec<[i64; 2]> = chunk
             .iter()
             .enumerate()
-            .map(|(i, row)| [first + i as i64, outcome_code(row.result.outcome)])
+            .map(|(i, key)| [first + i as i64, outcome_code(arrivals[key.last].1.outcome)])
             .collect();
         let methods: Vec<Option<i64>> = chunk
             .iter()
-            .map(|row| method_code(row.result.method))
+            .map(|key| method_code(arrivals[key.last].1.method))
             .collect();
         let mut parameters: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * ROW_COLUMNS);
-        for ((row, [seq, outcome]), method) in chunk.iter().zip(&values).zip(&methods) {
+        for ((key, [seq, outcome]), method) in chunk.iter().zip(&codes).zip(&methods) {
+            let result = arrivals[key.last].1;
             parameters.extend_from_slice(&[
                 seq,
-                &row.db,
-                &row.result.key,
+                &key.db,
+                &result.key,
                 outcome,
                 method,
-                &row.result.ttl_ms,
-                &row.result.size_bytes,
-                &row.attempts,
-                &row.result.error,
-                &commit,
+                &result.ttl_ms,
+                &result.size_bytes,
+                &key.occurrences,
+                &result.error,
             ]);
         }
         let sql = if chunk.len() == ROWS_PER_INSERT {
@@ -669,9 +697,9 @@ static FULL_INSERT: std::sync::LazyLock<String> =
 
 fn insert_sql(rows: usize) -> String {
     format!(
-        "INSERT INTO key_log (seq, db, key, outcome, method, ttl_ms, size_bytes, attempts, error, commit_id)
+        "INSERT INTO key_log (seq, db, key, outcome, method, ttl_ms, size_bytes, attempts, error)
          VALUES {}",
-        vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"; rows].join(", ")
+        vec!["(?, ?, ?, ?, ?, ?, ?, ?, ?)"; rows].join(", ")
     )
 }
 

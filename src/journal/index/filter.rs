@@ -55,12 +55,16 @@ impl Filter {
         self.blocks.len() * BLOCK_WORDS * 8
     }
 
-    /// The block, and 63 more bits to pick bits in it from. Key hashes are
-    /// 40 bits; two rounds of a 64-bit mixer spread them over both.
+    /// The block, and 63 more bits to pick bits in it from. The block is
+    /// the hash's place in the hash range (key hashes are uniform already),
+    /// so hashes visited in order (a sorted run being written, a sorted
+    /// transaction being looked up) visit the blocks in order, which the
+    /// processor's prefetcher follows; the bits in the block come from a
+    /// mix of the hash.
     fn locate(&self, hash: u64) -> (usize, u64) {
-        let first = mix(hash);
-        let block = (((first >> 32) * self.blocks.len() as u64) >> 32) as usize;
-        (block, mix(first ^ 0x5851_F42D_4C95_7F2D))
+        let block =
+            ((u128::from(hash) * self.blocks.len() as u128) >> super::KEY_HASH_BITS) as usize;
+        (block.min(self.blocks.len() - 1), mix(hash))
     }
 }
 
