@@ -225,13 +225,12 @@ impl KeyIndex {
         } = self;
         recent.candidates(hashes, out);
         for run in runs.iter().rev() {
-            let mut chunk = DecodedChunk::default();
             for (i, &hash) in hashes.iter().enumerate() {
                 if !run.filter.may_contain(hash) {
                     continue;
                 }
                 let before = out.len();
-                run.probe(connection, hash, i, &mut chunk, out)?;
+                run.probe(connection, hash, i, out)?;
                 stats.run_probes += 1;
                 if out.len() == before {
                     stats.false_maybes += 1;
@@ -271,10 +270,9 @@ impl KeyIndex {
     }
 
     fn flush(&mut self, connection: &Connection, covers_upto: i64) -> Result<()> {
-        let entries = self.recent.sorted();
         let transaction = connection.unchecked_transaction()?;
-        let mut builder = self.start_run(0, entries.len() as u64);
-        for &(hash, seq) in &entries {
+        let mut builder = self.start_run(0, self.recent.len() as u64);
+        for (hash, seq) in self.recent.merged() {
             builder.push(&transaction, hash, seq)?;
         }
         let run = builder.finish(&transaction, covers_upto)?;
@@ -444,14 +442,13 @@ impl RunBuilder {
 }
 
 impl Run {
-    /// Appends `(i, seq)` for this run's entries with `hash`. `chunk` keeps
-    /// the last chunk read: hashes close together often share one.
+    /// Appends `(i, seq)` for this run's entries with `hash`, decoding
+    /// the chunk only as far as the hash.
     fn probe(
         &self,
         connection: &Connection,
         hash: u64,
         i: usize,
-        chunk: &mut DecodedChunk,
         out: &mut Vec<(usize, i64)>,
     ) -> Result<()> {
         let end = self.first_hashes.partition_point(|&first| first <= hash);
@@ -464,14 +461,12 @@ impl Run {
             .partition_point(|&first| first < hash)
             .saturating_sub(1);
         for index in start..end {
-            let entries = chunk.load(connection, self.first_chunk + index as i64)?;
-            let from = entries.partition_point(|entry| entry.0 < hash);
-            out.extend(
-                entries[from..]
-                    .iter()
-                    .take_while(|entry| entry.0 == hash)
-                    .map(|entry| (i, entry.1)),
-            );
+            read_chunk(connection, self.first_chunk + index as i64, |entry, seq| {
+                if entry == hash {
+                    out.push((i, seq));
+                }
+                entry <= hash
+            })?;
         }
         Ok(())
     }
@@ -543,29 +538,6 @@ impl RunReader {
     }
 }
 
-/// One chunk's entries, decoded, remembered between probes.
-#[derive(Default)]
-struct DecodedChunk {
-    id: Option<i64>,
-    entries: Vec<(u64, i64)>,
-}
-
-impl DecodedChunk {
-    fn load(&mut self, connection: &Connection, id: i64) -> Result<&[(u64, i64)]> {
-        if self.id != Some(id) {
-            self.entries.clear();
-            self.id = None;
-            let entries = &mut self.entries;
-            read_chunk(connection, id, |hash, seq| {
-                entries.push((hash, seq));
-                true
-            })?;
-            self.id = Some(id);
-        }
-        Ok(&self.entries)
-    }
-}
-
 /// The entries not written as a run yet: sorted runs in memory, one per
 /// transaction, merged two by two whenever the newer is at least half the
 /// size of the older (so there are only a few, however small the
@@ -611,14 +583,21 @@ impl Recent {
         self.len
     }
 
-    /// Every entry, in one sorted run.
-    fn sorted(&self) -> Vec<(u64, i64)> {
-        let mut merged = Vec::with_capacity(self.len);
-        for run in &self.runs {
-            merged.extend_from_slice(run);
-        }
-        merged.sort_unstable();
-        merged
+    /// Every entry, in order, merged from the runs as it goes (no copy of
+    /// them all).
+    fn merged(&self) -> impl Iterator<Item = (u64, i64)> + '_ {
+        let mut positions = vec![0usize; self.runs.len()];
+        std::iter::from_fn(move || {
+            let (run, entry) = self
+                .runs
+                .iter()
+                .zip(&positions)
+                .enumerate()
+                .filter_map(|(i, (run, &at))| run.get(at).map(|entry| (i, *entry)))
+                .min_by_key(|(_, entry)| *entry)?;
+            positions[run] += 1;
+            Some(entry)
+        })
     }
 
     fn clear(&mut self) {
