@@ -53,6 +53,9 @@ const MERGE_FANOUT: usize = 4;
 /// 100-million-key job under 100 MB; smaller jobs get 14 bits per key.
 const FILTER_BUDGET_BYTES: u64 = 64 << 20;
 
+/// How many keys ahead a filter lookup asks for its block.
+const PREFETCH_DISTANCE: usize = 8;
+
 /// A merge commits after this many chunks, so its WAL stays small.
 const MERGE_CHUNKS_PER_TRANSACTION: usize = 4096;
 
@@ -226,6 +229,9 @@ impl KeyIndex {
         recent.candidates(hashes, out);
         for run in runs.iter().rev() {
             for (i, &hash) in hashes.iter().enumerate() {
+                if let Some(&ahead) = hashes.get(i + PREFETCH_DISTANCE) {
+                    run.filter.prefetch(ahead);
+                }
                 if !run.filter.may_contain(hash) {
                     continue;
                 }

@@ -15,7 +15,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use rusqlite::{Connection, OptionalExtension, ToSql, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 use super::codes::{method_code, outcome_code, outcome_from_code};
 use super::index::{IndexStats, KeyIndex, key_hash};
@@ -656,38 +656,27 @@ fn insert_rows(
 ) -> Result<()> {
     for (chunk_index, chunk) in fresh.chunks(ROWS_PER_INSERT).enumerate() {
         let first = first_seq + (chunk_index * ROWS_PER_INSERT) as i64;
-        let codes: Vec<[i64; 2]> = chunk
-            .iter()
-            .enumerate()
-            .map(|(i, key)| [first + i as i64, outcome_code(arrivals[key.last].1.outcome)])
-            .collect();
-        let methods: Vec<Option<i64>> = chunk
-            .iter()
-            .map(|key| method_code(arrivals[key.last].1.method))
-            .collect();
-        let mut parameters: Vec<&dyn ToSql> = Vec::with_capacity(chunk.len() * ROW_COLUMNS);
-        for ((key, [seq, outcome]), method) in chunk.iter().zip(&codes).zip(&methods) {
-            let result = arrivals[key.last].1;
-            parameters.extend_from_slice(&[
-                seq,
-                &key.db,
-                &result.key,
-                outcome,
-                method,
-                &result.ttl_ms,
-                &result.size_bytes,
-                &key.occurrences,
-                &result.error,
-            ]);
-        }
         let sql = if chunk.len() == ROWS_PER_INSERT {
             FULL_INSERT.as_str()
         } else {
             &insert_sql(chunk.len())
         };
-        connection
-            .prepare_cached(sql)?
-            .execute(parameters.as_slice())?;
+        let mut statement = connection.prepare_cached(sql)?;
+        // Bound one by one: no slice of trait objects to build per row.
+        for (i, key) in chunk.iter().enumerate() {
+            let result = arrivals[key.last].1;
+            let at = i * ROW_COLUMNS;
+            statement.raw_bind_parameter(at + 1, first + i as i64)?;
+            statement.raw_bind_parameter(at + 2, key.db)?;
+            statement.raw_bind_parameter(at + 3, &result.key)?;
+            statement.raw_bind_parameter(at + 4, outcome_code(result.outcome))?;
+            statement.raw_bind_parameter(at + 5, method_code(result.method))?;
+            statement.raw_bind_parameter(at + 6, result.ttl_ms)?;
+            statement.raw_bind_parameter(at + 7, result.size_bytes)?;
+            statement.raw_bind_parameter(at + 8, key.occurrences)?;
+            statement.raw_bind_parameter(at + 9, &result.error)?;
+        }
+        statement.raw_execute()?;
     }
     Ok(())
 }

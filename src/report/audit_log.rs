@@ -148,6 +148,51 @@ mod tests {
     }
 
     #[test]
+    fn the_method_column_says_how_each_key_was_last_written() {
+        use crate::outcome::WriteMethod;
+        let dir = tempfile::tempdir().unwrap();
+        let written = |key: &str, method| KeyResult {
+            key: key.as_bytes().to_vec(),
+            outcome: Outcome::Restored,
+            ttl_ms: None,
+            size_bytes: Some(1),
+            error: None,
+            method,
+        };
+        let journal = journal_with(
+            &dir,
+            &[
+                written("a", Some(WriteMethod::Restore)),
+                written("b", Some(WriteMethod::Commands)),
+                written("c", Some(WriteMethod::Chunked)),
+                KeyResult::failed(b"d".to_vec(), "OOM"),
+            ],
+        );
+        let mut out = Vec::new();
+        write_csv(&journal, &mut out, &Shutdown::new()).unwrap();
+        let mut reader = csv::Reader::from_reader(out.as_slice());
+        assert_eq!(&reader.headers().unwrap()[8], "method");
+        let methods: Vec<(String, String)> = reader
+            .records()
+            .map(|r| {
+                let r = r.unwrap();
+                (r[1].to_string(), r[8].to_string())
+            })
+            .collect();
+        let expected = [
+            ("a", "restore"),
+            ("b", "commands"),
+            ("c", "chunked"),
+            ("d", ""),
+        ];
+        let expected: Vec<(String, String)> = expected
+            .iter()
+            .map(|(k, m)| (k.to_string(), m.to_string()))
+            .collect();
+        assert_eq!(methods, expected);
+    }
+
+    #[test]
     fn ctrl_c_stops_a_long_export() {
         let dir = tempfile::tempdir().unwrap();
         let results: Vec<KeyResult> = (0..CHECK_EVERY + 5)
