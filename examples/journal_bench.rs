@@ -12,7 +12,9 @@
 //! directory under the current one), `--keep` leave the journal there (to
 //! time `status` and `report` on it), `--rescan` then record every key a
 //! second time, in another order (what a rescan after a source restart
-//! does).
+//! does), `--reopen` then open the journal again as `resume` would, time
+//! loading its key index and paging through the failed keys as `retry`
+//! does, `--failed-every N` record every Nth key as failed.
 //!
 //! Keys look like `key:0123456789abcdef` (20 bytes), 10% with a TTL, as
 //! the project's `bench --dataset small` copies them.
@@ -21,7 +23,9 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use anyhow::{Context, Result};
-use redis_ferry::journal::{BatchRecord, CursorRecord, JobRecord, JobState, Journal};
+use redis_ferry::journal::{
+    BatchRecord, CursorRecord, JobRecord, JobState, Journal, JournalReader,
+};
 use redis_ferry::options::{CopyOptions, JournalKeys};
 use redis_ferry::outcome::{KeyResult, Outcome, WriteMethod};
 
@@ -32,6 +36,8 @@ struct Settings {
     dir: Option<PathBuf>,
     keep: bool,
     rescan: bool,
+    reopen: bool,
+    failed_every: u64,
 }
 
 fn main() -> Result<()> {
@@ -86,8 +92,24 @@ fn main() -> Result<()> {
     journal.end_run(0)?;
     let counts = journal.counts()?;
     drop(journal);
+    if settings.reopen {
+        // What `resume`, `retry` or `verify` pay before their first key.
+        let started = Instant::now();
+        let mut again = Journal::open_to_drive(&path)?;
+        let stats = again.index_stats()?;
+        println!(
+            "reopened and loaded the key index ({} runs, {:.1} MB of filters) in {:.1}s, RSS {:.1} MB",
+            stats.runs,
+            stats.filter_bytes as f64 / 1e6,
+            started.elapsed().as_secs_f64(),
+            rss_mb()
+        );
+        drop(again);
+        page_through_failed_keys(&path)?;
+    }
     let restored: u64 = counts.values().map(|c| c.restored).sum();
-    assert_eq!(restored, settings.keys, "every key counted once");
+    let failed: u64 = counts.values().map(|c| c.failed).sum();
+    assert_eq!(restored + failed, settings.keys, "every key counted once");
     let size: u64 = std::fs::read_dir(&dir)?
         .filter_map(|entry| entry.ok()?.metadata().ok())
         .map(|metadata| metadata.len())
@@ -121,7 +143,11 @@ fn record_pass(journal: &mut Journal, settings: &Settings, seed: u64, name: &str
         group.clear();
         while group.len() < settings.group && done < settings.keys {
             let size = (settings.keys - done).min(settings.batch as u64);
-            group.push((0..size).map(|_| keys.next_result()).collect());
+            group.push(
+                (0..size)
+                    .map(|_| keys.next_result(settings.failed_every))
+                    .collect(),
+            );
             done += size;
         }
         let records: Vec<BatchRecord<'_>> = group
@@ -152,6 +178,25 @@ fn record_pass(journal: &mut Journal, settings: &Settings, seed: u64, name: &str
         settings.keys as f64 / seconds
     );
     Ok(seconds)
+}
+
+/// Reads every failed key in pages of 1,000, as `retry` does.
+fn page_through_failed_keys(path: &std::path::Path) -> Result<()> {
+    let reader = JournalReader::open(path)?;
+    let started = Instant::now();
+    let (mut after, mut keys, mut pages) = (None, 0usize, 0usize);
+    loop {
+        let page = reader.keys_with_outcomes(&[Outcome::Failed], after, 1000)?;
+        let Some(last) = page.last() else { break };
+        after = Some(last.position);
+        keys += page.len();
+        pages += 1;
+    }
+    println!(
+        "retry's pages: {keys} failed keys in {pages} pages in {:.2}s",
+        started.elapsed().as_secs_f64()
+    );
+    Ok(())
 }
 
 /// The keys of a run, in a random order like SCAN's: a permutation of
@@ -187,10 +232,17 @@ impl Keys {
         }
     }
 
-    fn next_result(&mut self) -> KeyResult {
+    fn next_result(&mut self, failed_every: u64) -> KeyResult {
         let index = self.next_index();
+        let key = format!("key:{:016x}", index.wrapping_mul(0x9e37_79b9_7f4a_7c15)).into_bytes();
+        if failed_every > 0 && index.is_multiple_of(failed_every) {
+            return KeyResult::failed(
+                key,
+                "NOPERM this user has no permissions to access one of the keys used as arguments",
+            );
+        }
         KeyResult {
-            key: format!("key:{:016x}", index.wrapping_mul(0x9e37_79b9_7f4a_7c15)).into_bytes(),
+            key,
             outcome: Outcome::Restored,
             ttl_ms: index.is_multiple_of(10).then_some(3_600_000),
             size_bytes: Some(120),
@@ -241,6 +293,8 @@ fn parse_args() -> Result<Settings> {
         dir: None,
         keep: false,
         rescan: false,
+        reopen: false,
+        failed_every: 0,
     };
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
@@ -251,6 +305,8 @@ fn parse_args() -> Result<Settings> {
             "--dir" => settings.dir = Some(PathBuf::from(value("--dir")?)),
             "--keep" => settings.keep = true,
             "--rescan" => settings.rescan = true,
+            "--reopen" => settings.reopen = true,
+            "--failed-every" => settings.failed_every = value("--failed-every")?.parse()?,
             keys => settings.keys = keys.parse().context("KEYS must be a number")?,
         }
     }

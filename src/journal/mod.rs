@@ -41,6 +41,7 @@ use std::path::PathBuf;
 use anyhow::{Result, bail};
 use serde::{Deserialize, Serialize};
 
+pub use index::IndexStats;
 pub use lock::{JournalLock, is_locked, lock_path};
 pub use open::schema_version;
 pub use read::{Contents, JournalReader, KeyPosition, PagedKey};
