@@ -69,8 +69,20 @@ impl Journal {
             return Ok(());
         }
         check_exists(path)?;
-        let _lock = JournalLock::acquire(path)?;
-        check_new(path)
+        if check_is_sqlite(path)? {
+            return Ok(()); // an empty file becomes a new journal
+        }
+        match JournalLock::try_acquire(path)? {
+            Some(_lock) => check_new(path),
+            // Another process drives the journal: say what it holds.
+            None => {
+                let existing = read::open_for_check(path)?;
+                match read_job(&existing, path)? {
+                    Some(job) => Err(refuse_second_job(path, &job)),
+                    None => JournalLock::acquire(path).map(|_| ()),
+                }
+            }
+        }
     }
 
     /// Opens an existing journal to drive its job (`resume`, `retry`,
