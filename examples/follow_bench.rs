@@ -24,7 +24,7 @@ use anyhow::{Context, Result, bail};
 use redis_ferry::endpoint::{Endpoint, Role};
 use redis_ferry::interrupt::Shutdown;
 use redis_ferry::job::{self, Launch};
-use redis_ferry::journal::Journal;
+use redis_ferry::journal::JournalReader;
 use redis_ferry::options::CopyOptions;
 use server::RedisServer;
 
@@ -84,7 +84,9 @@ fn main() -> Result<()> {
             )
         })
     };
-    wait_for(&journal_path, Duration::from_secs(300), |row| row.0 == "following")?;
+    wait_for(&journal_path, Duration::from_secs(300), |row| {
+        row.0 == "following"
+    })?;
     println!(
         "\nfollowing {} keys; writers: {}; {} s per rate; 2 cores; redis-server {}\n",
         args.keys,
@@ -92,7 +94,9 @@ fn main() -> Result<()> {
         args.seconds,
         redis_version(&source)?
     );
-    println!("| asked changes/s | achieved changes/s | lag p50 | lag p99 | lag max | in sync after | kept up |");
+    println!(
+        "| asked changes/s | achieved changes/s | lag p50 | lag p99 | lag max | in sync after | kept up |"
+    );
     println!("|---:|---:|---:|---:|---:|---:|---|");
     for &rate in &args.rates {
         let (achieved, lags) = write_at(&source, &journal_path, rate, &args)?;
@@ -101,14 +105,23 @@ fn main() -> Result<()> {
         let settled = settle.elapsed().as_secs_f64();
         let mut sorted = lags.clone();
         sorted.sort_unstable();
-        let pick = |q: f64| sorted.get(((sorted.len() as f64 - 1.0) * q) as usize).copied().unwrap_or(0);
+        let pick = |q: f64| {
+            sorted
+                .get(((sorted.len() as f64 - 1.0) * q) as usize)
+                .copied()
+                .unwrap_or(0)
+        };
         let max = sorted.last().copied().unwrap_or(0);
         let kept_up = max < 1_000 && synced && settled < 5.0;
         println!(
             "| {rate} | {achieved:.0} | {} ms | {} ms | {max} ms | {} | {} |",
             pick(0.5),
             pick(0.99),
-            if synced { format!("{settled:.1} s") } else { "not in 60 s".into() },
+            if synced {
+                format!("{settled:.1} s")
+            } else {
+                "not in 60 s".into()
+            },
             if kept_up { "yes" } else { "no" }
         );
     }
@@ -121,7 +134,12 @@ fn main() -> Result<()> {
 /// Writes SETs of random keys at `rate` per second for the configured
 /// time, sampling the lag every 100 ms; returns the achieved rate and the
 /// lag samples (ms).
-fn write_at(source: &RedisServer, journal: &std::path::Path, rate: u64, args: &Args) -> Result<(f64, Vec<u64>)> {
+fn write_at(
+    source: &RedisServer,
+    journal: &std::path::Path,
+    rate: u64,
+    args: &Args,
+) -> Result<(f64, Vec<u64>)> {
     let per_writer = rate / args.writers as u64;
     let started = Instant::now();
     let until = started + Duration::from_secs(args.seconds);
@@ -172,7 +190,7 @@ fn follow_row(journal: &std::path::Path) -> Result<Option<(String, bool, u64)>> 
     if !journal.exists() {
         return Ok(None);
     }
-    let Ok(reader) = Journal::open_to_read(journal) else {
+    let Ok(reader) = JournalReader::open(journal) else {
         return Ok(None);
     };
     Ok(reader
@@ -210,7 +228,9 @@ fn load(source: &RedisServer, keys: usize) -> Result<()> {
 }
 
 fn redis_version(server: &RedisServer) -> Result<String> {
-    let info: String = redis::cmd("INFO").arg("server").query(&mut server.connection())?;
+    let info: String = redis::cmd("INFO")
+        .arg("server")
+        .query(&mut server.connection())?;
     Ok(info
         .lines()
         .find_map(|l| l.strip_prefix("redis_version:"))

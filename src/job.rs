@@ -20,7 +20,7 @@ use crate::endpoint::{Endpoint, Role};
 use crate::exit::Exit;
 use crate::hint;
 use crate::interrupt::Shutdown;
-use crate::journal::{CursorRecord, JobRecord, JobState, Journal};
+use crate::journal::{CursorRecord, JobRecord, JobState, Journal, JournalReader};
 use crate::log;
 use crate::options::{CopyOptions, JournalKeys};
 use crate::outcome::{Outcome, OutcomeCounts};
@@ -101,7 +101,7 @@ pub fn start(
         crate::preflight::before_new_job(&mut source_side, &mut target_side, &options, new_job)?;
     let cursors = plan_cursors(&mut source_side, &options)?;
     let target_nodes = serde_json::to_string(&target_side.identity()?)?;
-    warn_about_journal_size(&cursors, &options);
+    note_journal_keys(&options);
     let mut journal = Journal::create(&launch.journal)?;
     let job = JobRecord {
         source_tls_ca: source.tls_ca.clone(),
@@ -129,19 +129,14 @@ pub fn start(
     Ok(exit)
 }
 
-/// Above this many keys, a row per key makes the journal the bottleneck.
-const LARGE_JOB_KEYS: u64 = 10_000_000;
-
-/// A row per key costs more as the journal grows (keys arrive in hash
-/// order, so every transaction touches pages all over it); say so before
-/// an overnight job starts rather than after.
-fn warn_about_journal_size(cursors: &[CursorRecord], options: &CopyOptions) {
-    let expected: u64 = cursors.iter().filter_map(|c| c.keys_expected).sum();
-    if options.journal_keys == JournalKeys::All && expected > LARGE_JOB_KEYS {
-        crate::log::info(format!(
-            "note: about {expected} keys with a journal row each; the journal slows the copy down as it grows. \
-             For a job this size, --journal-keys failures keeps rows for failed keys only and runs at the servers' speed (see the README, Performance)"
-        ));
+/// `--journal-keys failures` stays accepted for scripts written for older
+/// versions; the journal now keeps a row per key at any size (and needs it
+/// to count every key once), so say the flag changes nothing.
+fn note_journal_keys(options: &CopyOptions) {
+    if options.journal_keys == JournalKeys::Failures {
+        crate::log::info(
+            "note: --journal-keys failures is no longer needed and changes nothing: the journal keeps a row for every key, at any size, without slowing the copy down (see the README, Performance)",
+        );
     }
 }
 
@@ -747,26 +742,22 @@ pub(crate) fn retry_lister(
     shutdown: Shutdown,
 ) -> Lister {
     Box::new(move |emit: &mut dyn FnMut(Listed) -> bool| {
-        let journal = Journal::open_to_read(&journal_path)?;
+        let journal = JournalReader::open(&journal_path)?;
         let limiter = RateLimiter::new(options.rate);
         let page_size = batch_keys(&options).min(options.scan_count.max(1) as usize);
-        let mut after: Option<(i64, Vec<u8>)> = None;
+        let mut after = None;
         loop {
             if shutdown.requested() {
                 return Ok(false);
             }
-            let page = journal.keys_with_outcomes(
-                &outcomes,
-                after.as_ref().map(|(db, key)| (*db, key.as_slice())),
-                page_size,
-            )?;
-            let Some(last) = page.last().cloned() else {
+            let page = journal.keys_with_outcomes(&outcomes, after, page_size)?;
+            let Some(last) = page.last() else {
                 return Ok(true);
             };
-            after = Some(last);
+            after = Some(last.position);
             let mut by_db: BTreeMap<i64, Vec<Vec<u8>>> = BTreeMap::new();
-            for (db, key) in page {
-                by_db.entry(db).or_default().push(key);
+            for paged in page {
+                by_db.entry(paged.db).or_default().push(paged.key);
             }
             for (db, keys) in by_db {
                 limiter.acquire(keys.len());

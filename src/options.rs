@@ -30,14 +30,15 @@ pub enum TtlMode {
     Absolute,
 }
 
-/// Which keys get a row in the journal.
+/// `--journal-keys`: kept so that scripts and journals of older versions
+/// still parse; the journal now keeps a row for every key whichever it is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum, Default)]
 #[serde(rename_all = "lowercase")]
 pub enum JournalKeys {
     /// A row for every key (the full audit log).
     #[default]
     All,
-    /// Rows for failed (and mismatched) keys only; counts stay exact.
+    /// Older versions kept rows for failed (and mismatched) keys only.
     Failures,
 }
 

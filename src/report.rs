@@ -21,7 +21,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::Serialize;
 
 use crate::clock::{now_ms, rfc3339};
@@ -29,10 +29,10 @@ use crate::endpoint::{Endpoint, Role};
 use crate::exit::Exit;
 use crate::interrupt::Shutdown;
 use crate::job::stored_endpoint;
-use crate::journal::{JobRecord, Journal, RunRecord};
+use crate::journal::{Contents, JobRecord, JournalReader, RunRecord};
 use crate::outcome::OutcomeCounts;
 use crate::side::Side;
-use crate::status::{DbView, JobSummary, JobView};
+use crate::status::{DbView, JobSummary, JobView, StartingSummary};
 
 pub use audit_log::{CSV_HEADER, write_csv};
 pub use output::Interrupted;
@@ -166,10 +166,13 @@ impl LiveCounts {
 
 /// `redis-ferry report`.
 pub fn run(settings: ReportSettings, shutdown: &Shutdown) -> Result<Exit> {
-    let journal = Journal::open_to_read(&settings.journal)?;
+    let journal = JournalReader::open(&settings.journal)?;
     let destination = output::Destination::new(settings.output.as_deref(), journal.path())?;
+    let starting = matches!(journal.contents()?, Contents::Starting);
     let result = match settings.format {
         Format::Csv => destination.write(|out| write_csv(&journal, out, shutdown).map(|_| ())),
+        format if starting => destination
+            .write(|out| render::starting(&StartingSummary::new(), journal.path(), format, out)),
         format => {
             let report = Report::read(&journal, settings.source, settings.target, shutdown)?;
             destination.write(|out| render::render(&report, format, out))
@@ -188,12 +191,12 @@ pub fn run(settings: ReportSettings, shutdown: &Shutdown) -> Result<Exit> {
 impl Report {
     /// Reads the journal and asks both servers for their key counts now.
     pub fn read(
-        journal: &Journal,
+        journal: &JournalReader,
         source: Option<Endpoint>,
         target: Option<Endpoint>,
         shutdown: &Shutdown,
     ) -> Result<Report> {
-        let job = journal.job()?.context("the journal holds no job")?;
+        let job = journal.job()?;
         let source = live_counts(Role::Source, &job, source, shutdown);
         let target = live_counts(Role::Target, &job, target, shutdown);
         Report::assemble(journal, &job, source, target)
@@ -201,12 +204,18 @@ impl Report {
 
     /// Builds the report from the journal and counts already taken.
     pub fn assemble(
-        journal: &Journal,
+        journal: &JournalReader,
         job: &JobRecord,
         source: LiveCounts,
         target: LiveCounts,
     ) -> Result<Report> {
-        let summary = JobSummary::read(journal)?;
+        let (summary, runs, top_errors) = journal.consistently(|journal| {
+            Ok((
+                JobSummary::read_now(journal)?,
+                journal.runs()?,
+                journal.top_errors(TOP_ERRORS)?,
+            ))
+        })?;
         let dbs: Vec<DbView> = summary
             .dbs
             .iter()
@@ -217,13 +226,12 @@ impl Report {
             })
             .collect();
         let verdict = Verdict::judge(&summary.job.state, &dbs, &job.options);
-        let runs: Vec<RunView> = journal.runs()?.iter().map(run_view).collect();
+        let runs: Vec<RunView> = runs.iter().map(run_view).collect();
         let copy_seconds: f64 = runs.iter().map(|run| run.seconds).sum();
         let processed: u64 = runs.iter().map(|run| run.keys_processed).sum();
         let rate = (copy_seconds > 0.5 && processed > 0)
             .then(|| (processed as f64 / copy_seconds).round());
-        let top_errors = journal
-            .top_errors(TOP_ERRORS)?
+        let top_errors = top_errors
             .into_iter()
             .map(|(error, keys)| ErrorCount { error, keys })
             .collect();
@@ -341,7 +349,7 @@ fn notes(job: &JobRecord, dbs: &[DbView], source: &LiveCounts) -> Vec<String> {
     }
     if options.journal_keys == crate::options::JournalKeys::Failures {
         notes.push(
-            "--journal-keys failures: the journal keeps rows (and `report --format csv` lists keys) only for failed and mismatched keys; a key without a row is counted each time it is scanned (SCAN may return a key twice while Redis resizes its table; a node is scanned again after a restart or a resharding), so counts can exceed the distinct keys copied".to_string(),
+            "--journal-keys failures was given: this redis-ferry keeps a row for every key regardless; only a job that an older redis-ferry ran in that mode lacks rows (and CSV lines) for the keys it copied without trouble then, and may have counted such a key twice if it was scanned twice".to_string(),
         );
     }
     notes

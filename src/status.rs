@@ -7,14 +7,14 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use serde::Serialize;
 
 use crate::clock::{rfc3339, short_duration};
 use crate::escape::escape_key;
 use crate::exit::Exit;
 use crate::hint;
-use crate::journal::{self, JobState, Journal};
+use crate::journal::{self, Contents, JobState, JournalReader};
 use crate::options::CopyOptions;
 use crate::outcome::OutcomeCounts;
 
@@ -110,9 +110,14 @@ pub struct ErrorView {
 }
 
 impl JobSummary {
-    /// Reads the summary from an open journal.
-    pub fn read(journal: &Journal) -> Result<JobSummary> {
-        let job = journal.job()?.context("the journal holds no job")?;
+    /// Reads the summary from a journal that holds a job, all as of one
+    /// moment (the writer may commit between two of the reads).
+    pub fn read(journal: &JournalReader) -> Result<JobSummary> {
+        journal.consistently(JobSummary::read_now)
+    }
+
+    pub(crate) fn read_now(journal: &JournalReader) -> Result<JobSummary> {
+        let job = journal.job()?;
         let active = journal::is_locked(journal.path());
         let state = if job.state == JobState::Running && !active {
             JobState::Interrupted
@@ -375,14 +380,70 @@ fn follow_text(follow: &crate::follow::FollowView, following: bool) -> String {
     )
 }
 
+/// What `status` shows of a journal that a process is creating: the
+/// contract's object with state `starting` and nothing known yet.
+#[derive(Debug, Clone, Serialize)]
+pub struct StartingSummary {
+    pub job: StartingJob,
+    pub outcomes: OutcomeCounts,
+    pub dbs: Vec<DbView>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct StartingJob {
+    pub state: &'static str,
+    pub source: Option<String>,
+    pub target: Option<String>,
+    pub started_at: Option<String>,
+    pub finished_at: Option<String>,
+    pub active: bool,
+}
+
+impl StartingSummary {
+    pub fn new() -> StartingSummary {
+        StartingSummary {
+            job: StartingJob {
+                state: "starting",
+                source: None,
+                target: None,
+                started_at: None,
+                finished_at: None,
+                active: true,
+            },
+            outcomes: OutcomeCounts::default(),
+            dbs: Vec::new(),
+        }
+    }
+
+    pub fn to_text(&self, journal: &Path) -> String {
+        format!(
+            "job:      starting (a redis-ferry process is creating journal {}; nothing is recorded yet)\n",
+            journal.display()
+        )
+    }
+}
+
+impl Default for StartingSummary {
+    fn default() -> Self {
+        StartingSummary::new()
+    }
+}
+
 /// `redis-ferry status [--json]`.
 pub fn run(journal_path: &Path, json: bool) -> Result<Exit> {
-    let journal = Journal::open_to_read(journal_path)?;
-    let summary = JobSummary::read(&journal)?;
-    if json {
-        crate::output::println(&serde_json::to_string_pretty(&summary)?)?;
-    } else {
-        crate::output::print(&summary.to_text(journal_path))?;
-    }
+    let journal = JournalReader::open(journal_path)?;
+    let text = match journal.contents()? {
+        Contents::Starting if json => serde_json::to_string_pretty(&StartingSummary::new())? + "\n",
+        Contents::Starting => StartingSummary::new().to_text(journal_path),
+        Contents::Job(_) => {
+            let summary = JobSummary::read(&journal)?;
+            if json {
+                serde_json::to_string_pretty(&summary)? + "\n"
+            } else {
+                summary.to_text(journal_path)
+            }
+        }
+    };
+    crate::output::print(&text)?;
     Ok(Exit::Success)
 }

@@ -631,19 +631,15 @@ pub struct Recorder<'j> {
 impl<'j> Recorder<'j> {
     pub fn new(journal: &'j mut Journal, journal_keys: JournalKeys) -> Result<Recorder<'j>> {
         let mut earlier: HashMap<i64, HashSet<Vec<u8>>> = HashMap::new();
-        let mut after: Option<(i64, Vec<u8>)> = None;
+        let mut after = None;
         loop {
-            let page = journal.keys_with_outcomes(
-                &[Outcome::Mismatch],
-                after.as_ref().map(|(db, key)| (*db, key.as_slice())),
-                10_000,
-            )?;
-            let Some(last) = page.last().cloned() else {
+            let page = journal.keys_with_outcomes(&[Outcome::Mismatch], after, 10_000)?;
+            let Some(last) = page.last() else {
                 break;
             };
-            after = Some(last);
-            for (db, key) in page {
-                earlier.entry(db).or_default().insert(key);
+            after = Some(last.position);
+            for paged in page {
+                earlier.entry(paged.db).or_default().insert(paged.key);
             }
         }
         Ok(Recorder {

@@ -41,6 +41,7 @@ struct Row {
     attempts: i64,
     error: String,
     updated_at: String,
+    method: String,
 }
 
 /// The CSV parsed back with a CSV reader; checks the header on the way.
@@ -56,7 +57,8 @@ fn parse_csv(bytes: &[u8]) -> Vec<Row> {
             "size_bytes",
             "attempts",
             "error",
-            "updated_at"
+            "updated_at",
+            "method"
         ]
     );
     let optional = |cell: &str| (!cell.is_empty()).then(|| cell.parse::<i64>().unwrap());
@@ -73,6 +75,7 @@ fn parse_csv(bytes: &[u8]) -> Vec<Row> {
                 attempts: r[5].parse().unwrap(),
                 error: r[6].to_string(),
                 updated_at: r[7].to_string(),
+                method: r[8].to_string(),
             }
         })
         .collect()
@@ -337,6 +340,12 @@ fn every_format_reports_every_outcome_and_agrees_with_status_and_the_servers() {
         "copied, then found missing: two attempts"
     );
     assert_eq!(by_key[b"gone:1".as_slice()].outcome, "expired");
+    // How each key was written: RESTORE for the copied ones, nothing for
+    // the skipped, failed, deleted and mismatched ones.
+    assert_eq!(by_key[b"ok:3".as_slice()].method, "restore");
+    for key in ["no:3", "ok:pre:2", "ok:7", "gone:1"] {
+        assert_eq!(by_key[key.as_bytes()].method, "", "{key}");
+    }
     let with_ttl = by_key[b"ok:3".as_slice()];
     assert_eq!(with_ttl.outcome, "restored");
     assert!(

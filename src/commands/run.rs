@@ -79,10 +79,11 @@ pub struct RunArgs {
     pub progress: super::ProgressArgs,
     #[command(flatten)]
     pub metrics: super::MetricsArg,
-    /// Which keys get a journal row: all (the full audit log) or failures only.
+    /// Accepted for older scripts; every key gets a journal row either way.
     ///
-    /// `failures` keeps the journal small for jobs of hundreds of millions of
-    /// keys; counts per database and outcome stay exact.
+    /// The journal keeps a row per key at any size without slowing the copy
+    /// down (it needs the row to count every key once), so `failures` no
+    /// longer changes anything; redis-ferry says so when it is given.
     #[arg(long, value_enum, default_value_t = JournalKeys::All)]
     pub journal_keys: JournalKeys,
     /// Read a cluster source's replicas (READONLY) to spare its primaries.

@@ -11,7 +11,7 @@ use std::fs::{File, OpenOptions};
 use std::io::{Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{Context, Result, bail};
+use anyhow::{Context, Result};
 
 /// Held while a process drives a journal; released on drop or death.
 #[derive(Debug)]
@@ -26,6 +26,15 @@ pub fn lock_path(journal: &Path) -> PathBuf {
 }
 
 impl JournalLock {
+    /// Takes the lock, or `None` when another process holds it.
+    pub fn try_acquire(journal: &Path) -> Result<Option<JournalLock>> {
+        match JournalLock::acquire(journal) {
+            Ok(lock) => Ok(Some(lock)),
+            Err(error) if error.is::<InUse>() => Ok(None),
+            Err(error) => Err(error),
+        }
+    }
+
     /// Takes the lock or explains who holds it.
     pub fn acquire(journal: &Path) -> Result<JournalLock> {
         let path = lock_path(journal);
@@ -47,10 +56,10 @@ impl JournalLock {
                 } else {
                     format!("another redis-ferry process (pid {owner})")
                 };
-                bail!(
+                return Err(anyhow::Error::new(InUse(format!(
                     "journal {} is in use by {who}; wait for it to finish or stop it first (`redis-ferry status` shows its progress)",
                     journal.display()
-                );
+                ))));
             }
             Err(std::fs::TryLockError::Error(error)) => {
                 return Err(error).with_context(|| format!("cannot lock {}", path.display()));
@@ -63,6 +72,18 @@ impl JournalLock {
         Ok(JournalLock { _file: file })
     }
 }
+
+/// Another process holds the lock (the message says who).
+#[derive(Debug)]
+pub struct InUse(String);
+
+impl std::fmt::Display for InUse {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for InUse {}
 
 /// Whether some process holds the journal's lock right now (checked with a
 /// shared lock, so nothing is written).

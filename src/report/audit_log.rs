@@ -1,8 +1,12 @@
 //! The per-key audit log, `report --format csv`: a header and one row per
-//! journaled key, `db,key,outcome,ttl_ms,size_bytes,attempts,error,updated_at`.
+//! journaled key, `db,key,outcome,ttl_ms,size_bytes,attempts,error,updated_at`
+//! (the contract's eight columns), then `method`: how the key was last
+//! written (`restore`, `commands` or `chunked`; empty when nothing was
+//! written: the key was deleted, skipped, or failed before it was written).
 //!
-//! Rows are streamed from the journal in (db, key) order straight into the
-//! CSV writer, so memory stays flat for any number of keys. Keys are escaped
+//! Rows are streamed from the journal in the order keys were first recorded
+//! (a key recorded again keeps its place) straight into the CSV writer, so
+//! memory stays flat for any number of keys. Keys are escaped
 //! as the contract says (printable ASCII as is, `\\`, `\"`, `\xHH`), then
 //! quoted as standard CSV; empty cells stand for null; `updated_at` is
 //! RFC 3339 (UTC).
@@ -14,12 +18,12 @@ use anyhow::Result;
 use crate::clock::rfc3339;
 use crate::escape::escape_key;
 use crate::interrupt::Shutdown;
-use crate::journal::{Journal, KeyRow};
+use crate::journal::{JournalReader, KeyRow};
 
 use super::output::Interrupted;
 
 /// The CSV columns, in order (the contract's).
-pub const CSV_HEADER: [&str; 8] = [
+pub const CSV_HEADER: [&str; 9] = [
     "db",
     "key",
     "outcome",
@@ -28,13 +32,14 @@ pub const CSV_HEADER: [&str; 8] = [
     "attempts",
     "error",
     "updated_at",
+    "method",
 ];
 
 /// Rows between two looks at the Ctrl-C flag.
 const CHECK_EVERY: u64 = 10_000;
 
 /// Writes the audit log; returns how many key rows were written.
-pub fn write_csv(journal: &Journal, out: &mut dyn Write, shutdown: &Shutdown) -> Result<u64> {
+pub fn write_csv(journal: &JournalReader, out: &mut dyn Write, shutdown: &Shutdown) -> Result<u64> {
     let mut writer = csv::Writer::from_writer(out);
     writer.write_record(CSV_HEADER).map_err(csv_error)?;
     let mut rows = 0u64;
@@ -65,6 +70,7 @@ fn fill_record(record: &mut csv::ByteRecord, row: &KeyRow) {
     record.push_field(row.attempts.to_string().as_bytes());
     record.push_field(row.error.as_deref().unwrap_or("").as_bytes());
     record.push_field(rfc3339(row.updated_at).as_bytes());
+    record.push_field(row.method.map(|m| m.as_str()).unwrap_or("").as_bytes());
 }
 
 /// The CSV writer only fails on I/O; hand the `io::Error` on so the caller
@@ -80,12 +86,13 @@ fn csv_error(error: csv::Error) -> anyhow::Error {
 mod tests {
     use super::*;
     use crate::escape::unescape_key;
-    use crate::journal::{JobRecord, JobState};
+    use crate::journal::{JobRecord, JobState, Journal};
     use crate::options::{CopyOptions, JournalKeys};
     use crate::outcome::{KeyResult, Outcome};
 
-    fn journal_with(dir: &tempfile::TempDir, results: &[KeyResult]) -> Journal {
-        let mut journal = Journal::create(&dir.path().join("j.db")).unwrap();
+    fn journal_with(dir: &tempfile::TempDir, results: &[KeyResult]) -> JournalReader {
+        let path = dir.path().join("j.db");
+        let mut journal = Journal::create(&path).unwrap();
         journal
             .insert_job(
                 &JobRecord::new(
@@ -100,7 +107,8 @@ mod tests {
         journal
             .commit_batch(0, results, None, JournalKeys::All)
             .unwrap();
-        journal
+        drop(journal);
+        JournalReader::open(&path).unwrap()
     }
 
     #[test]
@@ -130,13 +138,58 @@ mod tests {
         let mut seen = Vec::new();
         for record in reader.records() {
             let record = record.unwrap();
-            assert_eq!(record.len(), 8);
+            assert_eq!(record.len(), 9);
             assert_eq!(&record[3], "", "no TTL is an empty cell");
             assert_eq!(&record[6], "NOPERM, \"quoted\"\nsecond line");
+            assert_eq!(&record[8], "", "nothing was written");
             seen.push(unescape_key(&record[1]).unwrap());
         }
-        keys.sort();
-        assert_eq!(seen, keys);
+        assert_eq!(seen, keys, "in the order they were recorded");
+    }
+
+    #[test]
+    fn the_method_column_says_how_each_key_was_last_written() {
+        use crate::outcome::WriteMethod;
+        let dir = tempfile::tempdir().unwrap();
+        let written = |key: &str, method| KeyResult {
+            key: key.as_bytes().to_vec(),
+            outcome: Outcome::Restored,
+            ttl_ms: None,
+            size_bytes: Some(1),
+            error: None,
+            method,
+        };
+        let journal = journal_with(
+            &dir,
+            &[
+                written("a", Some(WriteMethod::Restore)),
+                written("b", Some(WriteMethod::Commands)),
+                written("c", Some(WriteMethod::Chunked)),
+                KeyResult::failed(b"d".to_vec(), "OOM"),
+            ],
+        );
+        let mut out = Vec::new();
+        write_csv(&journal, &mut out, &Shutdown::new()).unwrap();
+        let mut reader = csv::Reader::from_reader(out.as_slice());
+        assert_eq!(&reader.headers().unwrap()[8], "method");
+        let methods: Vec<(String, String)> = reader
+            .records()
+            .map(|r| {
+                let r = r.unwrap();
+                (r[1].to_string(), r[8].to_string())
+            })
+            .collect();
+        let expected = [
+            ("a", "restore"),
+            ("b", "commands"),
+            ("c", "chunked"),
+            ("d", ""),
+        ];
+        let expected: Vec<(String, String)> = expected
+            .iter()
+            .map(|(k, m)| (k.to_string(), m.to_string()))
+            .collect();
+        assert_eq!(methods, expected);
     }
 
     #[test]

@@ -4,12 +4,13 @@
 
 use std::fmt::Write as _;
 use std::io::Write;
+use std::path::Path;
 
 use anyhow::Result;
 
 use super::{Format, Report};
 use crate::options::{CopyOptions, Existing, JournalKeys, TtlMode};
-use crate::status::DbView;
+use crate::status::{DbView, StartingSummary};
 
 /// Writes `report` in `format` (not CSV: that is the audit log).
 pub fn render(report: &Report, format: Format, out: &mut dyn Write) -> Result<()> {
@@ -17,6 +18,27 @@ pub fn render(report: &Report, format: Format, out: &mut dyn Write) -> Result<()
         Format::Json => serde_json::to_string_pretty(report)? + "\n",
         Format::Markdown => markdown(report),
         Format::Text | Format::Csv => text(report),
+    };
+    out.write_all(text.as_bytes())?;
+    Ok(())
+}
+
+/// The report of a journal that a process is creating: nothing is
+/// recorded yet, so nothing is compared.
+pub fn starting(
+    summary: &StartingSummary,
+    journal: &Path,
+    format: Format,
+    out: &mut dyn Write,
+) -> Result<()> {
+    let line = format!(
+        "job starting: a redis-ferry process is creating journal {}; nothing is recorded yet, run the report again in a moment",
+        journal.display()
+    );
+    let text = match format {
+        Format::Json => serde_json::to_string_pretty(summary)? + "\n",
+        Format::Markdown => format!("# redis-ferry report: job starting\n\n{line}\n"),
+        Format::Text | Format::Csv => format!("redis-ferry report: {line}\n"),
     };
     out.write_all(text.as_bytes())?;
     Ok(())
