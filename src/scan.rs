@@ -129,6 +129,7 @@ fn split_page(
         target_db: task.target_db,
         keys,
         source_address: Some(task.address.clone()),
+        gone_note: None,
     };
     let mut parts = Vec::new();
     while keys.len() > batch_keys.max(1) {

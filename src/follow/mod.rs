@@ -347,6 +347,7 @@ fn changed_batch(
             target_db: options.target_db(db),
             keys,
             source_address: None,
+            gone_note: None,
         },
         checkpoint: None,
         journaled: Some(Box::new(move |results: &[KeyResult]| {
