@@ -610,7 +610,7 @@ fn worker_count(source: &Side, options: &CopyOptions) -> usize {
 /// Keys per batch. A fenced batch is one transaction, and WATCH costs the
 /// server more per key the more keys one connection watches (Redis 7.0
 /// looks through the connection's watched keys on every WATCH: 1,000 keys
-/// cost 3.5 times the copy itself, 64 keys a seventh): so fenced batches are
+/// cost 3.5 times the copy itself, 128 keys a third): so fenced batches are
 /// small and many.
 fn batch_keys(options: &CopyOptions) -> usize {
     if options.no_fence {
@@ -824,6 +824,7 @@ pub(crate) fn retry_lister(
                         keys,
                         source_address: None,
                         gone_note: (outcome == Outcome::Mismatch).then_some(MISMATCH_GONE),
+                        sizes: None,
                     },
                     checkpoint: None,
                     journaled: None,

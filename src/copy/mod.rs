@@ -47,7 +47,7 @@ use fence::{FenceKind, Round, RoundResult, source_round, target_round};
 use write::{WriteContext, Written};
 
 /// Keys per fenced batch (see `job::batch_keys`).
-pub const FENCED_BATCH_KEYS: usize = 64;
+pub const FENCED_BATCH_KEYS: usize = 128;
 
 /// A key alone in its round that changed this many times is `failed`.
 pub const MAX_ROUNDS_PER_KEY: u32 = 10;
@@ -91,6 +91,9 @@ pub struct KeyBatch {
     /// row (a `retry` of mismatches: it may only ever have been on the
     /// target).
     pub gone_note: Option<&'static str>,
+    /// Each key's `MEMORY USAGE` when it was listed, if known (the lister
+    /// asks with its next SCAN): the copy asks for the others itself.
+    pub sizes: Option<Vec<Option<u64>>>,
 }
 
 /// One worker's connections and settings.
@@ -191,13 +194,20 @@ impl Copier {
     /// samples a few elements: cheap even for a huge key).
     fn big_keys(&mut self, batch: &KeyBatch) -> Result<Vec<bool>> {
         let threshold = self.settings.big_key_threshold;
-        let addresses = self.source_addresses(batch, &(0..batch.keys.len()).collect::<Vec<_>>());
-        route_rounds(
+        let known: Vec<Option<u64>> = match &batch.sizes {
+            Some(sizes) => sizes.clone(),
+            None => vec![None; batch.keys.len()],
+        };
+        let unknown: Vec<usize> = (0..known.len()).filter(|&i| known[i].is_none()).collect();
+        let addresses = self.source_addresses(batch, &unknown);
+        let asked = route_rounds(
             &mut self.source,
             batch.db,
             addresses,
-            |pipe, index| {
-                pipe.cmd("MEMORY").arg("USAGE").arg(&batch.keys[index]);
+            |pipe, item| {
+                pipe.cmd("MEMORY")
+                    .arg("USAGE")
+                    .arg(&batch.keys[unknown[item]]);
                 1
             },
             |_, replies| match replies.first() {
@@ -207,7 +217,15 @@ impl Copier {
                 Some(Value::ServerError(error)) => step_for_error(classify(error), || false),
                 _ => Step::Done(false),
             },
-        )
+        )?;
+        let mut big: Vec<bool> = known
+            .iter()
+            .map(|size| size.is_some_and(|s| s > threshold))
+            .collect();
+        for (item, is_big) in asked.into_iter().enumerate() {
+            big[unknown[item]] = is_big;
+        }
+        Ok(big)
     }
 
     /// Copies one big key in chunks, on this copier's connections.

@@ -348,6 +348,7 @@ fn changed_batch(
             keys,
             source_address: None,
             gone_note: None,
+            sizes: None,
         },
         checkpoint: None,
         journaled: Some(Box::new(move |results: &[KeyResult]| {
