@@ -182,6 +182,15 @@ pub fn catch_up(
         source: source.fork(),
         target: target.fork(),
     };
+    // The databases as they are now, not as the job found them: a key the
+    // application moved to a database empty at the start (MOVE, SELECT)
+    // during the gap is compared too.
+    if !sides.source.is_cluster() {
+        sides.source.info.keyspace = sides.source.key_counts()?;
+    }
+    if !sides.target.is_cluster() {
+        sides.target.info.keyspace = sides.target.key_counts()?;
+    }
     let scope = job_scope(options, &mut sides, &settings)?;
     let mut recorder = Recorder::new(journal, options.journal_keys)?;
     let report = verify(sides, &scope, &settings, Some(&mut recorder), shutdown)?;

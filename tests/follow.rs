@@ -136,6 +136,59 @@ fn a_killed_subscription_is_a_gap_that_is_caught_up() {
     assert_servers_equal(&source, &target, &[0, 1]);
 }
 
+/// Changes made while no subscription listens, into a database that was
+/// empty when the job started: the catch-up compares the databases as they
+/// are now, so those keys reach the target too.
+#[test]
+fn a_gap_catch_up_covers_a_database_empty_when_the_job_started() {
+    let source = RedisServer::start();
+    let target = RedisServer::start();
+    fill_strings(&mut source.connection(), "bulk", 2_000, None);
+    let dir = tempfile::tempdir().unwrap();
+    let journal = journal_in(&dir);
+    let mut child = spawn_ferry(&follow_args(&source.url(), &target.url(), &journal));
+    wait_following(&mut child, &journal);
+    // One transaction: the subscriptions are closed before the writes run,
+    // so their events are never delivered (a certain gap, not a race).
+    let mut connection = source.connection();
+    let replies: Vec<redis::Value> = redis::pipe()
+        .atomic()
+        .cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .cmd("SET")
+        .arg("bulk:0")
+        .arg("changed in the gap")
+        .cmd("MOVE")
+        .arg("bulk:1")
+        .arg(2)
+        .cmd("SELECT")
+        .arg(3)
+        .cmd("SET")
+        .arg("born:in:the:gap")
+        .arg("x")
+        .query(&mut connection)
+        .unwrap();
+    assert!(
+        matches!(replies[0], redis::Value::Int(killed) if killed >= 1),
+        "a subscription of redis-ferry was killed: {replies:?}"
+    );
+    wait_while_running(
+        &mut child,
+        "the gap to be caught up",
+        Duration::from_secs(120),
+        || {
+            let status = status_json(&journal);
+            status["follow"]["gaps"].as_u64().unwrap_or(0) >= 1
+                && status["follow"]["in_sync"] == true
+        },
+    );
+    cut_over(child);
+    assert_servers_equal(&source, &target, &[0, 2, 3]);
+    assert_eq!(dbsize(&mut target.connection(), 3), 1);
+}
+
 #[test]
 fn a_following_job_killed_and_resumed_follows_again_and_ends_identical() {
     let source = RedisServer::start();

@@ -87,6 +87,7 @@ fn change(index: usize, step: u64, moves: bool) -> Vec<redis::Cmd> {
 pub struct DualWriter {
     stop: Arc<AtomicBool>,
     changes: Arc<AtomicU64>,
+    longest_gap_us: Arc<AtomicU64>,
     thread: Option<JoinHandle<()>>,
 }
 
@@ -120,9 +121,11 @@ impl DualWriter {
     ) -> DualWriter {
         let stop = Arc::new(AtomicBool::new(false));
         let changes = Arc::new(AtomicU64::new(0));
+        let longest_gap_us = Arc::new(AtomicU64::new(0));
         let thread = {
             let stop = Arc::clone(&stop);
             let changes = Arc::clone(&changes);
+            let longest_gap_us = Arc::clone(&longest_gap_us);
             std::thread::spawn(move || {
                 let started = Instant::now();
                 let mut state: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -141,10 +144,13 @@ impl DualWriter {
                         if !moves {
                             done.expect("the application's write to the source");
                         }
+                        let answered = Instant::now();
                         if let Some(target) = target.as_mut() {
                             command
                                 .exec(&mut **target)
                                 .expect("the application's write to the target");
+                            let gap = answered.elapsed().as_micros() as u64;
+                            longest_gap_us.fetch_max(gap, Ordering::SeqCst);
                         }
                     }
                     changes.fetch_add(1, Ordering::SeqCst);
@@ -159,6 +165,7 @@ impl DualWriter {
         DualWriter {
             stop,
             changes,
+            longest_gap_us,
             thread: Some(thread),
         }
     }
@@ -166,6 +173,14 @@ impl DualWriter {
     /// Changes made so far.
     pub fn changes(&self) -> u64 {
         self.changes.load(Ordering::SeqCst)
+    }
+
+    /// The longest time between a change's write to the source being
+    /// answered and its write to the target being answered, in
+    /// milliseconds: the fence holds each batch open `--fence-hold` for a
+    /// lag up to that (see the README).
+    pub fn longest_gap_ms(&self) -> f64 {
+        self.longest_gap_us.load(Ordering::SeqCst) as f64 / 1000.0
     }
 
     /// Waits until at least `count` changes were made.
