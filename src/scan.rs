@@ -5,6 +5,10 @@
 //! the batch is journaled, a resume starts there and never skips a key.
 //! Listing is separate from reading so that each batch's copy can set up
 //! its fence before the keys are read (see [`crate::copy::fence`]).
+//!
+//! A worker of a sharded job (`--shard`) keeps only the keys of its own
+//! slots from each page; the others belong to another worker, and are
+//! counted as the scan's overhead ([`crate::metrics`]).
 
 use std::time::{Duration, Instant};
 
@@ -45,7 +49,8 @@ pub struct Checkpoint {
     /// SCAN returned cursor 0: this database of this node is covered.
     pub done: bool,
     pub run_id: String,
-    /// Keys SCAN returned for this batch.
+    /// Keys SCAN returned for this batch (of this worker's slots, with
+    /// `--shard`).
     pub scanned: u64,
 }
 
@@ -77,6 +82,10 @@ pub fn scan_task(
 ) -> Result<bool> {
     let mut cursor = task.cursor;
     let mut last_emit = Instant::now();
+    let own_slots = options
+        .shard
+        .as_ref()
+        .map(crate::shard::ShardSpec::slot_set);
     loop {
         if stop.requested() {
             return Ok(false);
@@ -90,6 +99,14 @@ pub fn scan_task(
             .context("no reply from the source")?;
         let (keys, next) = parse_scan(reply)
             .with_context(|| format!("SCAN of db {} on {} failed", task.db, task.address))?;
+        let keys = match &own_slots {
+            None => keys,
+            Some(slots) => {
+                let (own, foreign) = crate::shard::keys::keep_own(keys, slots);
+                crate::metrics::registry().add_foreign_keys(foreign);
+                own
+            }
+        };
         limiter.acquire(keys.len());
         let done = next == 0;
         if !keys.is_empty() || done || last_emit.elapsed() >= EMPTY_CHECKPOINT_INTERVAL {
