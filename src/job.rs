@@ -152,10 +152,16 @@ pub fn start_or_resume(
             hint::command("resume", &launch.journal, "")
         );
     }
+    // As `status` shows it: a job recorded running that no process holds
+    // was interrupted (killed).
+    let state = match job.state {
+        JobState::Running if !crate::journal::is_locked(&launch.journal) => JobState::Interrupted,
+        state => state,
+    };
     crate::log::info(format!(
         "journal {} already holds this job ({}, started {}): continuing it (--or-resume)",
         launch.journal_shown(),
-        job.state.as_str(),
+        state.as_str(),
         crate::clock::rfc3339(job.started_at)
     ));
     // A --rate other than the job's applies to this run, as `resume --rate`.
@@ -483,7 +489,12 @@ fn execute_scan(
     if let Some(shard) = &options.shard {
         crate::shard::log_scan_overhead(shard, progress.counts().total());
     }
-    finish(journal, stop, &progress, launch, Ending::Job)
+    let finished = matches!(stop, Stop::Finished);
+    let exit = finish(journal, stop, &progress, launch, Ending::Job)?;
+    if let Some(shard) = options.shard.as_ref().filter(|_| finished) {
+        say(&crate::shard::whole_job_hint(shard, &launch.journal));
+    }
+    Ok(exit)
 }
 
 /// Marks the run's start in the journal and the log; returns its progress.

@@ -25,19 +25,37 @@ pub fn differences(
     options: &CopyOptions,
 ) -> Vec<String> {
     let mut found = Vec::new();
-    for (role, recorded, given) in [
-        ("--source", &job.source_url, source.redacted()),
-        ("--target", &job.target_url, target.redacted()),
-    ] {
-        if *recorded != given {
-            found.push(format!("{role} {recorded} in the journal, {given} here"));
+    for (recorded, given) in [(&job.source_url, source), (&job.target_url, target)] {
+        if !same_server(recorded, given) {
+            found.push(format!(
+                "--{} {recorded} in the journal, {} here",
+                given.role,
+                given.redacted()
+            ));
         }
     }
-    found.extend(option_differences(&job.options, options));
+    found.extend(option_differences(&job.options, options, &PER_RUN));
     found
 }
 
-fn option_differences(recorded: &CopyOptions, given: &CopyOptions) -> Vec<String> {
+/// Whether `given` names the server the journal recorded: the same
+/// address, user and database (the password is never stored, and may come
+/// from the URL, a file or the environment).
+fn same_server(recorded: &str, given: &Endpoint) -> bool {
+    Endpoint::parse(given.role, recorded).is_ok_and(|stored| {
+        stored.address == given.address
+            && stored.username == given.username
+            && stored.db == given.db
+    })
+}
+
+/// The options that differ, named by their flags (`--scan-count 1000 in
+/// the journal, 500 here`), leaving out the `ignored` fields.
+pub fn option_differences(
+    recorded: &CopyOptions,
+    given: &CopyOptions,
+    ignored: &[&str],
+) -> Vec<String> {
     let as_map = |options: &CopyOptions| match serde_json::to_value(options) {
         Ok(Value::Object(map)) => map,
         _ => serde_json::Map::new(),
@@ -48,7 +66,7 @@ fn option_differences(recorded: &CopyOptions, given: &CopyOptions) -> Vec<String
     names.dedup();
     names
         .into_iter()
-        .filter(|name| !PER_RUN.contains(&name.as_str()))
+        .filter(|name| !ignored.contains(&name.as_str()))
         .filter_map(|name| {
             let then = recorded.get(name).unwrap_or(&Value::Null);
             let now = given.get(name).unwrap_or(&Value::Null);
@@ -116,7 +134,7 @@ mod tests {
         JobRecord::new(
             JobState::Interrupted,
             "redis://old:7000",
-            "redis://new:7000",
+            "redis://:***@new:7000",
             options,
         )
     }
@@ -137,8 +155,17 @@ mod tests {
             ..options.clone()
         };
         let source = endpoint(Role::Source, "redis://old:7000");
-        let target = endpoint(Role::Target, "redis://:secret@new:7000");
-        assert!(differences(&job(options), &source, &target, &again).is_empty());
+        let recorded = job(options);
+        // The password now from the URL, now from elsewhere: the same server.
+        for url in ["redis://:secret@new:7000", "redis://new:7000"] {
+            let target = endpoint(Role::Target, url);
+            assert!(differences(&recorded, &source, &target, &again).is_empty());
+        }
+        let elsewhere = endpoint(Role::Target, "redis://new:7001");
+        assert_eq!(
+            differences(&recorded, &source, &elsewhere, &again),
+            ["--target redis://:***@new:7000 in the journal, redis://new:7001 here"]
+        );
     }
 
     #[test]

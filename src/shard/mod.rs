@@ -85,3 +85,18 @@ pub fn log_scan_overhead(shard: &ShardSpec, kept: u64) {
 pub fn selection_text(shard: &ShardSpec) -> String {
     format!("shard {} (slots {})", shard.label(), shard.slots_text())
 }
+
+/// Where a finished worker points to for the whole job: the report of
+/// every worker's journal together.
+pub fn whole_job_hint(shard: &ShardSpec, journal: &std::path::Path) -> String {
+    let directory = match journal.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    format!(
+        "this was shard {} of {}: the whole job's report reads every worker's journal, `{}` (a directory holding them all) or --journal once per worker",
+        shard.label(),
+        shard.count,
+        crate::hint::command("report", &directory, "")
+    )
+}
