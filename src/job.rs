@@ -647,9 +647,19 @@ pub(crate) fn target_changed(journal: &Journal, target: &mut Side) -> Result<Opt
 
 /// How many copy workers a job runs: each keeps one batch in flight (its
 /// fence, read and write take three round trips and the hold), so many
-/// hide each other's waits; a large cluster source gets more.
-fn worker_count(source: &Side) -> usize {
-    let primaries = source.topology().map_or(1, |t| t.primaries().len());
+/// hide each other's waits; a large cluster source gets more (with
+/// `--shard`, counted over the primaries that serve this worker's slots).
+fn worker_count(source: &Side, options: &CopyOptions) -> usize {
+    let own = options
+        .shard
+        .as_ref()
+        .map(crate::shard::ShardSpec::slot_set);
+    let primaries = source.topology().map_or(1, |t| {
+        t.primaries()
+            .iter()
+            .filter(|node| own.as_ref().is_none_or(|own| own.overlaps(&node.slots)))
+            .count()
+    });
     std::env::var("REDIS_FERRY_WORKERS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -682,7 +692,7 @@ pub(crate) fn pipeline_settings(options: &CopyOptions, source: &Side) -> Pipelin
             hold: std::time::Duration::from_millis(options.fence_hold_ms),
         },
         journal_keys: options.journal_keys,
-        workers: worker_count(source),
+        workers: worker_count(source, options),
         on_journal: None,
     }
 }

@@ -313,12 +313,18 @@ impl JobSummary {
             "progress: {} of ~{} keys scanned",
             p.keys_scanned, p.keys_expected
         );
-        if let Some(rate) = p.rate_keys_per_second {
-            let _ = write!(
-                line,
-                ", {rate:.0} keys/s in the latest {}",
-                p.latest_command.as_deref().unwrap_or("run")
-            );
+        match p.rate_keys_per_second {
+            Some(rate) if !self.workers.is_empty() => {
+                let _ = write!(line, ", {rate:.0} keys/s (the workers working now)");
+            }
+            Some(rate) => {
+                let _ = write!(
+                    line,
+                    ", {rate:.0} keys/s in the latest {}",
+                    p.latest_command.as_deref().unwrap_or("run")
+                );
+            }
+            None => {}
         }
         if let Some(eta) = p.eta_seconds {
             let _ = write!(
