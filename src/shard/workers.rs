@@ -81,10 +81,10 @@ fn journals_in(directory: &Path) -> Result<Vec<PathBuf>> {
         }
     }
     if found.is_empty() {
-        bail!(
-            "directory {} holds no journal (no .db file); give the workers' journals with --journal PATH, once each, or the directory that holds them",
+        return Err(crate::exit::usage_error(format!(
+            "--journal {} is a directory that holds no journal (no .db file): name a journal file, or the directory that holds a sharded job's journals",
             directory.display()
-        );
+        )));
     }
     found.sort();
     Ok(found)
