@@ -473,6 +473,9 @@ fn execute_scan(
     if options.follow {
         return crate::follow::session::run(journal, source, target, options, launch, command);
     }
+    if let Some(shard) = &options.shard {
+        crate::metrics::registry().set_shard(shard.index, shard.count);
+    }
     let mut progress = begin_scan(journal, &source, &target, launch, command)?;
     let settings = pipeline_settings(options, &source);
     let stop = scan_passes(

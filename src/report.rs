@@ -568,3 +568,32 @@ fn notes(job: &JobRecord, dbs: &[DbView], source: &LiveCounts) -> Vec<String> {
     }
     notes
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(started_at: i64, finished_at: Option<i64>, updated_at: i64) -> RunRecord {
+        RunRecord {
+            id: 0,
+            command: "run".into(),
+            started_at,
+            updated_at,
+            finished_at,
+            keys_processed: 0,
+            exit_code: None,
+        }
+    }
+
+    #[test]
+    fn workers_side_by_side_count_their_time_once() {
+        let runs = [
+            run(0, Some(10_000), 10_000),
+            run(2_000, Some(12_000), 12_000),  // overlaps the first
+            run(20_000, None, 25_000),         // killed: its last write ends it
+            run(21_000, Some(22_000), 22_000), // inside the third
+        ];
+        assert_eq!(busy_seconds(runs.iter()), 17.0);
+        assert_eq!(busy_seconds([].iter()), 0.0);
+    }
+}

@@ -202,9 +202,6 @@ pub fn run(args: RunArgs, shutdown: &Shutdown) -> Result<Exit> {
     if !args.dry_run {
         super::journal_place::check(&launch.journal, super::journal_place::JournalUse::Create)?;
     }
-    if let Some(shard) = &options.shard {
-        crate::metrics::registry().set_shard(shard.index, shard.count);
-    }
     args.metrics.around(|| {
         if args.dry_run {
             let new_job = NewJob {
