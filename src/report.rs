@@ -269,9 +269,10 @@ impl Report {
         source: LiveCounts,
         target: LiveCounts,
     ) -> Result<Report> {
+        let active = crate::journal::is_locked(journal.path());
         let (summary, runs, top_errors) = journal.consistently(|journal| {
             Ok((
-                JobSummary::read_now(journal)?,
+                JobSummary::read_now(journal, active)?,
                 journal.runs()?,
                 journal.top_errors(TOP_ERRORS)?,
             ))

@@ -127,12 +127,18 @@ impl JobSummary {
     /// Reads the summary from a journal that holds a job, all as of one
     /// moment (the writer may commit between two of the reads).
     pub fn read(journal: &JournalReader) -> Result<JobSummary> {
-        journal.consistently(JobSummary::read_now)
+        let active = journal::is_locked(journal.path());
+        journal.consistently(|journal| JobSummary::read_now(journal, active))
     }
 
-    pub(crate) fn read_now(journal: &JournalReader) -> Result<JobSummary> {
+    /// The summary from inside a read transaction. `active`: whether a
+    /// process held the journal's lock just *before* the transaction's
+    /// snapshot. Looked at after it, a job that completed and whose process
+    /// exited in between would read as running without a process:
+    /// interrupted. Looked at before, a lock already released means the
+    /// snapshot holds the job's last state.
+    pub(crate) fn read_now(journal: &JournalReader, active: bool) -> Result<JobSummary> {
         let job = journal.job()?;
-        let active = journal::is_locked(journal.path());
         let state = if job.state == JobState::Running && !active {
             JobState::Interrupted
         } else {
