@@ -555,6 +555,15 @@ fn status_and_report_merge_only_the_workers_of_one_job() {
         report["totals"]["source_keys"],
         report["totals"]["restored"]
     );
+    // And verify compares its slots only: shard 2/3's keys, not copied
+    // yet, are no difference of shard 0/3's.
+    let verify = ferry(&["verify", "--journal", &journals[0], "--progress", "off"]);
+    assert_exit(&verify, 0);
+    assert!(
+        stdout(&verify).contains(&format!("checked {} keys", report["totals"]["restored"])),
+        "{}",
+        describe(&verify)
+    );
 
     let twice = ferry(&[
         "status",
