@@ -18,6 +18,9 @@
 //!   measured (VmHWM reset before the copy).
 //! - `migrate`: `MIGRATE host port key 0 600000 COPY REPLACE`, one key at a
 //!   time (the server-side DUMP + RESTORE that today's path resembles).
+//! - `ferry-run`: the whole job, `redis-ferry run` through the library in a
+//!   child process (its peak RSS is its own), journal on disk: the pipeline
+//!   finds the big keys (MEMORY USAGE) and copies them in chunks.
 //!
 //! Printed per contender and key: seconds, MB/s (of the source's MEMORY
 //! USAGE), the longest PING round trip on the source, the target, and an
@@ -53,7 +56,7 @@ struct Args {
 fn parse_args() -> Result<Args> {
     let mut args = Args {
         scale: 1.0,
-        contenders: vec!["chunked".into(), "migrate".into()],
+        contenders: vec!["chunked".into(), "ferry-run".into(), "migrate".into()],
         server: None,
     };
     let mut it = std::env::args().skip(1);
@@ -325,7 +328,7 @@ fn memory_mb(server: &RedisServer, key: &str) -> Result<f64> {
 
 fn row(contender: &str, what: &str, mb: f64, m: &Measure) {
     // MIGRATE runs in the servers: this process's memory says nothing.
-    let peak = if contender == "chunked" {
+    let peak = if contender.starts_with("chunked") || contender.starts_with("ferry") {
         format!("{} MB", m.peak_growth_mb)
     } else {
         "-".to_string()
@@ -340,7 +343,50 @@ fn row(contender: &str, what: &str, mb: f64, m: &Measure) {
     );
 }
 
+/// `--ferry-child SOURCE TARGET`: runs the job here and prints its peak RSS.
+fn ferry_child(source: &str, target: &str) -> Result<()> {
+    let dir = tempfile::tempdir_in(".")?;
+    let launch = redis_ferry::job::Launch {
+        existing_explicit: true,
+        ..redis_ferry::job::Launch::new(dir.path().join("bigkeys.db"), Shutdown::new())
+    };
+    let exit = redis_ferry::job::start(
+        Endpoint::parse(Role::Source, source)?,
+        Endpoint::parse(Role::Target, target)?,
+        redis_ferry::options::CopyOptions::default(),
+        &launch,
+    )?;
+    if exit != redis_ferry::exit::Exit::Success {
+        bail!("redis-ferry exited {}", exit.code());
+    }
+    println!("FERRY_PEAK_MB {}", status_kb("VmHWM:") / 1024);
+    Ok(())
+}
+
+/// Runs [`ferry_child`] in a child process; returns its peak RSS in MB.
+fn run_ferry(source: &RedisServer, target: &RedisServer) -> Result<u64> {
+    let output = std::process::Command::new(std::env::current_exe()?)
+        .args(["--ferry-child", &source.url(), &target.url()])
+        .stderr(std::process::Stdio::null())
+        .output()?;
+    let text = String::from_utf8_lossy(&output.stdout);
+    if !output.status.success() {
+        bail!("the redis-ferry child failed: {text}");
+    }
+    text.lines()
+        .find_map(|line| line.strip_prefix("FERRY_PEAK_MB "))
+        .context("the child printed no peak RSS")?
+        .trim()
+        .parse()
+        .context("the child's peak RSS")
+}
+
 fn main() -> Result<()> {
+    let mut raw = std::env::args().skip(1);
+    if raw.next().as_deref() == Some("--ferry-child") {
+        let (source, target) = (raw.next().context("SOURCE")?, raw.next().context("TARGET")?);
+        return ferry_child(&source, &target);
+    }
     let args = parse_args()?;
     let program = match &args.server {
         Some(binary) => ServerProgram {
@@ -390,6 +436,19 @@ fn main() -> Result<()> {
     row("nothing (3 s)", "-", 0.0, &idle);
     for contender in &args.contenders {
         redis::cmd("FLUSHALL").exec(&mut target.connection())?;
+        if contender == "ferry-run" {
+            let mut peak = 0;
+            let mut m = measure(&servers, || {
+                peak = run_ferry(source, target)?;
+                Ok(())
+            })?;
+            m.peak_growth_mb = peak;
+            row("ferry-run (peak RSS)", "all", value_mb as f64, &m);
+            if sizes(target)? != expected {
+                bail!("ferry-run: the target's sizes differ from the source's");
+            }
+            continue;
+        }
         let mut copier = Copier::new(contender, source, target)?;
         let mut total = Measure::default();
         for (key, _) in KEYS {

@@ -123,6 +123,13 @@ impl Capabilities {
     /// source is never written to. `CONFIG GET` refused (managed services
     /// rename it) leaves the defaults.
     pub fn detect(connection: &mut NodeConnection) -> Result<Capabilities> {
+        Capabilities::detect_with(connection, true)
+    }
+
+    /// [`Capabilities::detect`], with the probe DUMP or without it (the
+    /// RDB version from the table): a DUMP counts as an access, so a job
+    /// carrying idle times (`--keep-idle`) must not make one key look used.
+    pub fn detect_with(connection: &mut NodeConnection, probe: bool) -> Result<Capabilities> {
         let info = ServerInfo::read(connection)?;
         let mut capabilities = Capabilities::from_info(&info);
         if capabilities.fork == Fork::Valkey
@@ -133,7 +140,7 @@ impl Capabilities {
         if config_get(connection, "maxmemory-policy").is_some_and(|policy| policy.contains("lfu")) {
             capabilities.eviction_clock = EvictionClock::Frequency;
         }
-        if let Some(version) = probe_rdb_version(connection)? {
+        if probe && let Some(version) = probe_rdb_version(connection)? {
             capabilities.rdb_version = version;
             capabilities.rdb_version_probed = true;
         }

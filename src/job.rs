@@ -14,6 +14,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use anyhow::{Context, Result, bail};
 
+use crate::capabilities::{Capabilities, restore_plan};
 use crate::clock::{now_ms, short_duration};
 use crate::copy::{CopySettings, KeyBatch};
 use crate::endpoint::{Endpoint, Role};
@@ -245,7 +246,8 @@ pub fn retry(
             hint::command("resume", &launch.journal, "")
         );
     }
-    let settings = pipeline_settings(&options, &source_side);
+    let mut source_side = source_side;
+    let settings = pipeline_settings(&journal, &options, &mut source_side, &mut target_side)?;
     let counts = journal.counts()?;
     let total: u64 = counts
         .values()
@@ -477,7 +479,7 @@ fn execute_scan(
         crate::metrics::registry().set_shard(shard.index, shard.count);
     }
     let mut progress = begin_scan(journal, &source, &target, launch, command)?;
-    let settings = pipeline_settings(options, &source);
+    let settings = pipeline_settings(journal, options, &mut source, &mut target)?;
     let stop = scan_passes(
         journal,
         &mut source,
@@ -662,17 +664,23 @@ fn worker_count(source: &Side, options: &CopyOptions) -> usize {
             .iter()
             .filter(|node| own.as_ref().is_none_or(|own| own.overlaps(&node.slots)))
             .count()
-    });
+    }) as u64;
+    // A batch is held open for the fence's hold: more of them in flight.
+    let holding = if options.no_fence {
+        0
+    } else {
+        2 * options.fence_hold_ms
+    };
     std::env::var("REDIS_FERRY_WORKERS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or((4 * primaries).clamp(16, 48))
+        .unwrap_or((4 * primaries).clamp(16, 48) as usize + holding.min(48) as usize)
 }
 
 /// Keys per batch. A fenced batch is one transaction, and WATCH costs the
 /// server more per key the more keys one connection watches (Redis 7.0
 /// looks through the connection's watched keys on every WATCH: 1,000 keys
-/// cost 3.5 times the copy itself, 64 keys a seventh): so fenced batches are
+/// cost 3.5 times the copy itself, 128 keys a third): so fenced batches are
 /// small and many.
 fn batch_keys(options: &CopyOptions) -> usize {
     if options.no_fence {
@@ -686,18 +694,58 @@ fn batch_keys(options: &CopyOptions) -> usize {
 }
 
 /// The copy stage's settings for a job.
-pub(crate) fn pipeline_settings(options: &CopyOptions, source: &Side) -> PipelineSettings {
-    PipelineSettings {
+///
+/// What each server is decides how keys are written (RESTORE, or rebuilt
+/// by commands where the target cannot load the source's payloads): said
+/// once, as the run starts.
+pub(crate) fn pipeline_settings(
+    journal: &Journal,
+    options: &CopyOptions,
+    source: &mut Side,
+    target: &mut Side,
+) -> Result<PipelineSettings> {
+    // No probe DUMP on the source when it would reset a key's idle time
+    // (--keep-idle), or read a primary the job was asked to spare
+    // (--source-replicas): the RDB version then comes from the version.
+    let source_caps = capabilities_of(source, !options.keep_idle && !options.source_replicas)?;
+    let target_caps = capabilities_of(target, true)?;
+    let plan = restore_plan(&source_caps, &target_caps, options.restore_mode);
+    log::info(&plan.reason);
+    let job_label = journal
+        .job()?
+        .map(|job| job.started_at.to_string())
+        .unwrap_or_default();
+    Ok(PipelineSettings {
         copy: CopySettings {
             existing: options.existing,
             ttl: options.ttl,
             fence: !options.no_fence,
             hold: std::time::Duration::from_millis(options.fence_hold_ms),
+            method: plan.method,
+            big_key_threshold: options.big_key_threshold,
+            keep_idle: options.keep_idle.then_some(source_caps.eviction_clock),
+            source: source_caps,
+            target: target_caps,
+            job_label,
+            transient_budget: options.reconnect_budget(),
         },
         journal_keys: options.journal_keys,
         workers: worker_count(source, options),
         on_journal: None,
-    }
+    })
+}
+
+/// What the server a side's URL names is (a cluster: its seed node; the
+/// nodes of one cluster run one version).
+fn capabilities_of(side: &mut Side, probe: bool) -> Result<Capabilities> {
+    let address = side.seed_address().to_string();
+    Capabilities::detect_with(side.connection(&address)?, probe).with_context(|| {
+        format!(
+            "cannot tell what {} {} is",
+            side.role(),
+            side.endpoint.redacted()
+        )
+    })
 }
 
 /// What a run or resume starts with: endpoints, databases, keys expected.
@@ -803,8 +851,13 @@ fn scan_lister(
     })
 }
 
+/// Why a mismatched key that `retry` finds gone from the source is deleted
+/// from the target: verify found it only there (`--extra`), or the source
+/// lost it since.
+const MISMATCH_GONE: &str = "not on the source when retried (verify found it only on the target, or it was deleted or expired on the source since): deleted from the target";
+
 /// Pages through the journal's keys with the chosen outcomes, a batch per
-/// source database; `retry`'s lister.
+/// source database and outcome; `retry`'s lister.
 pub(crate) fn retry_lister(
     journal_path: PathBuf,
     outcomes: Vec<Outcome>,
@@ -825,11 +878,14 @@ pub(crate) fn retry_lister(
                 return Ok(true);
             };
             after = Some(last.position);
-            let mut by_db: BTreeMap<i64, Vec<Vec<u8>>> = BTreeMap::new();
+            let mut by_db: BTreeMap<(i64, Outcome), Vec<Vec<u8>>> = BTreeMap::new();
             for paged in page {
-                by_db.entry(paged.db).or_default().push(paged.key);
+                by_db
+                    .entry((paged.db, paged.position.outcome()))
+                    .or_default()
+                    .push(paged.key);
             }
-            for (db, keys) in by_db {
+            for ((db, outcome), keys) in by_db {
                 limiter.acquire(keys.len());
                 let listed = Listed {
                     batch: KeyBatch {
@@ -837,6 +893,8 @@ pub(crate) fn retry_lister(
                         target_db: options.target_db(db),
                         keys,
                         source_address: None,
+                        gone_note: (outcome == Outcome::Mismatch).then_some(MISMATCH_GONE),
+                        sizes: None,
                     },
                     checkpoint: None,
                     journaled: None,

@@ -117,7 +117,7 @@ pub struct CopyOptions {
 }
 
 /// The default of `--fence-hold`.
-pub const DEFAULT_FENCE_HOLD_MS: u64 = 2;
+pub const DEFAULT_FENCE_HOLD_MS: u64 = 5;
 
 fn default_fence_hold_ms() -> u64 {
     DEFAULT_FENCE_HOLD_MS

@@ -119,7 +119,7 @@ pub fn run(
     let (copied_tx, copied_rx) = sync_channel::<Message>(WRITTEN_QUEUE_DEPTH);
     let unfinished_listers = AtomicUsize::new(listers.len());
     let copiers: Vec<Copier> = (0..workers)
-        .map(|_| Copier::new(source, target, copy))
+        .map(|_| Copier::new(source, target, copy.clone()))
         .collect();
 
     let failure = std::thread::scope(|scope| {

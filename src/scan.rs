@@ -80,7 +80,15 @@ pub fn scan_task(
     batch_keys: usize,
     mut emit: impl FnMut(Listed) -> bool,
 ) -> Result<bool> {
-    let mut cursor = task.cursor;
+    let failed = || format!("SCAN of db {} on {} failed", task.db, task.address);
+    let mut first = CommandBuffer::new();
+    first.add_command(scan_command(task.cursor, options));
+    let reply = side
+        .run_pipelines(task.db, vec![(task.address.clone(), first)])?
+        .pop()
+        .and_then(|(_, mut replies)| replies.pop())
+        .context("no reply from the source")?;
+    let (mut keys, mut next) = parse_scan(reply).with_context(failed)?;
     let mut last_emit = Instant::now();
     let own_slots = options
         .shard
@@ -90,25 +98,44 @@ pub fn scan_task(
         if stop.requested() {
             return Ok(false);
         }
-        let mut pipe = CommandBuffer::new();
-        pipe.add_command(scan_command(cursor, options));
-        let reply = side
-            .run_pipelines(task.db, vec![(task.address.clone(), pipe)])?
-            .pop()
-            .and_then(|(_, mut replies)| replies.pop())
-            .context("no reply from the source")?;
-        let (keys, next) = parse_scan(reply)
-            .with_context(|| format!("SCAN of db {} on {} failed", task.db, task.address))?;
-        let keys = match &own_slots {
-            None => keys,
-            Some(slots) => {
-                let (own, foreign) = crate::shard::keys::keep_own(keys, slots);
-                crate::metrics::registry().add_foreign_keys(foreign);
-                own
-            }
-        };
+        // A sharded worker keeps only its slots' keys (of the first page
+        // and of each following one) before sizing and copying them.
+        if let Some(slots) = &own_slots {
+            let (own, foreign) = crate::shard::keys::keep_own(std::mem::take(&mut keys), slots);
+            crate::metrics::registry().add_foreign_keys(foreign);
+            keys = own;
+        }
         limiter.acquire(keys.len());
         let done = next == 0;
+        // The page's sizes (for big keys) travel with the next SCAN.
+        let mut pipe = CommandBuffer::new();
+        for key in &keys {
+            pipe.cmd("MEMORY").arg("USAGE").arg(key);
+        }
+        if !done {
+            pipe.add_command(scan_command(next, options));
+        }
+        let mut replies = if pipe.is_empty() {
+            Vec::new()
+        } else {
+            side.run_pipelines(task.db, vec![(task.address.clone(), pipe)])?
+                .pop()
+                .map(|(_, replies)| replies)
+                .context("no reply from the source")?
+        };
+        let following = if done {
+            None
+        } else {
+            Some(parse_scan(replies.pop().unwrap_or(Value::Nil)).with_context(failed)?)
+        };
+        let sizes: Vec<Option<u64>> = replies
+            .into_iter()
+            .map(|reply| match reply {
+                Value::Int(bytes) => Some(bytes.max(0) as u64),
+                // Gone (nil), moved, refused: the copy looks again.
+                _ => None,
+            })
+            .collect();
         if !keys.is_empty() || done || last_emit.elapsed() >= EMPTY_CHECKPOINT_INTERVAL {
             let checkpoint = Checkpoint {
                 node: task.node.clone(),
@@ -118,17 +145,21 @@ pub fn scan_task(
                 run_id: task.run_id.clone(),
                 scanned: keys.len() as u64,
             };
-            for listed in split_page(task, keys, checkpoint, batch_keys) {
+            let page = std::mem::take(&mut keys);
+            for listed in split_page(task, page, sizes, checkpoint, batch_keys) {
                 if !emit(listed) {
                     return Ok(false);
                 }
             }
             last_emit = Instant::now();
         }
-        if done {
-            return Ok(true);
+        match following {
+            None => return Ok(true),
+            Some((following_keys, following_cursor)) => {
+                keys = following_keys;
+                next = following_cursor;
+            }
         }
-        cursor = next;
     }
 }
 
@@ -138,27 +169,33 @@ pub fn scan_task(
 fn split_page(
     task: &ScanTask,
     mut keys: Vec<Vec<u8>>,
+    mut sizes: Vec<Option<u64>>,
     checkpoint: Checkpoint,
     batch_keys: usize,
 ) -> Vec<Listed> {
-    let batch = |keys: Vec<Vec<u8>>| KeyBatch {
+    let batch = |keys: Vec<Vec<u8>>, sizes: Vec<Option<u64>>| KeyBatch {
         db: task.db,
         target_db: task.target_db,
+        sizes: (sizes.len() == keys.len()).then_some(sizes),
         keys,
         source_address: Some(task.address.clone()),
+        gone_note: None,
     };
     let mut parts = Vec::new();
-    while keys.len() > batch_keys.max(1) {
-        let rest = keys.split_off(batch_keys.max(1));
+    let limit = batch_keys.max(1);
+    while keys.len() > limit {
+        let rest = keys.split_off(limit);
+        let rest_sizes = sizes.split_off(limit.min(sizes.len()));
         parts.push(Listed {
-            batch: batch(keys),
+            batch: batch(keys, sizes),
             checkpoint: None,
             journaled: None,
         });
         keys = rest;
+        sizes = rest_sizes;
     }
     parts.push(Listed {
-        batch: batch(keys),
+        batch: batch(keys, sizes),
         checkpoint: Some(checkpoint),
         journaled: None,
     });
@@ -244,7 +281,8 @@ mod tests {
             run_id: "r".into(),
             scanned: 250,
         };
-        let parts = split_page(&task, keys.clone(), checkpoint.clone(), 100);
+        let sizes = vec![Some(10); keys.len()];
+        let parts = split_page(&task, keys.clone(), sizes, checkpoint.clone(), 100);
         let sizes: Vec<usize> = parts.iter().map(|p| p.batch.keys.len()).collect();
         assert_eq!(sizes, vec![100, 100, 50]);
         assert!(parts[..2].iter().all(|p| p.checkpoint.is_none()));

@@ -20,6 +20,18 @@ use common::*;
 /// Bulk keys that nobody writes during the copy.
 const BULK_KEYS: usize = 20_000;
 
+/// One test at a time: each runs an application thread, redis-ferry and
+/// two or six servers, and on two cores five of them at once would starve
+/// the application thread between its two writes for longer than any
+/// production application stalls (see `--fence-hold` in the README).
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    ONE_AT_A_TIME
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 fn fence_flags() -> Vec<&'static str> {
     if std::env::var("REDIS_FERRY_TEST_NO_FENCE").is_ok_and(|v| v == "1") {
         vec!["--no-fence"]
@@ -80,6 +92,7 @@ fn paced_run_args<'a>(source: &'a str, target: &'a str, journal: &'a str) -> Vec
 }
 
 fn dual_writes_during_run(hot: usize) {
+    let _turn = one_at_a_time();
     let (source, target) = servers(hot);
     let dir = tempfile::tempdir().unwrap();
     let journal = journal_in(&dir);
@@ -106,6 +119,7 @@ fn a_wide_set_written_during_the_copy_ends_identical() {
 
 #[test]
 fn dual_writes_during_a_resume_after_sigkill_end_identical() {
+    let _turn = one_at_a_time();
     let hot = 200;
     let (source, target) = servers(hot);
     let dir = tempfile::tempdir().unwrap();
@@ -125,6 +139,7 @@ fn dual_writes_during_a_resume_after_sigkill_end_identical() {
 
 #[test]
 fn dual_writes_during_a_retry_end_identical() {
+    let _turn = one_at_a_time();
     let hot = 100;
     let (source, target) = servers(hot);
     // The first run may not write the hot keys (an ACL lets it write only
@@ -157,6 +172,7 @@ fn dual_writes_during_a_retry_end_identical() {
 
 #[test]
 fn dual_writes_between_clusters_end_identical() {
+    let _turn = one_at_a_time();
     for hot in [50, 2_000] {
         let source = RedisCluster::start();
         let target = RedisCluster::start();

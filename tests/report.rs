@@ -235,7 +235,7 @@ fn every_format_reports_every_outcome_and_agrees_with_status_and_the_servers() {
     );
     assert!(verdict.contains("1 differ (mismatch"), "{verdict}");
     assert!(
-        verdict.contains("2 expired on the source during the copy"),
+        verdict.contains("2 gone from the source when read (expired or deleted there"),
         "{verdict}"
     );
     assert_eq!(json["top_errors"][0]["keys"], failed);

@@ -315,3 +315,55 @@ fn a_retry_before_the_job_finished_says_resume_copies_the_rest() {
     assert_exit(&output, 0);
     assert_servers_equal(&source, &target, &[0]);
 }
+
+/// Issue 13 item 8: a key only the target has, found by `verify --extra`
+/// and deleted by `retry --outcome mismatch`, is recorded as what happened
+/// (gone from the source, deleted from the target, and why), not as a key
+/// that expired on the source during the copy.
+#[test]
+fn a_key_only_on_the_target_is_recorded_as_deleted_there_not_as_expired_on_the_source() {
+    let source = RedisServer::start();
+    let target = RedisServer::start();
+    fill_strings(&mut source.connection(), "k", 100, None);
+    let dir = tempfile::tempdir().unwrap();
+    let journal = journal_in(&dir);
+    assert_exit(&run_job(&source.url(), &target.url(), &journal, &[]), 0);
+    redis::cmd("SET")
+        .arg("only-on-target")
+        .arg("x")
+        .exec(&mut target.connection())
+        .unwrap();
+    let output = ferry(&[
+        "verify",
+        "--journal",
+        &journal,
+        "--extra",
+        "--progress",
+        "off",
+    ]);
+    assert_exit(&output, 3);
+    let output = ferry(&[
+        "retry",
+        "--journal",
+        &journal,
+        "--outcome",
+        "mismatch",
+        "--progress",
+        "off",
+    ]);
+    assert_exit(&output, 0);
+    assert_eq!(dbsize(&mut target.connection(), 0), 100);
+    let csv = ferry(&["report", "--journal", &journal, "--format", "csv"]);
+    let text = stdout(&csv);
+    let row = text
+        .lines()
+        .find(|line| line.contains("only-on-target"))
+        .expect("the key has a row");
+    assert!(row.contains(",expired,"), "{row}");
+    assert!(row.contains("verify found it only on the target"), "{row}");
+    let report = stdout(&ferry(&["report", "--journal", &journal]));
+    assert!(
+        !report.contains("expired on the source during the copy"),
+        "{report}"
+    );
+}

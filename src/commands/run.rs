@@ -101,7 +101,7 @@ pub struct RunArgs {
     /// safe to skip, for a little speed.
     #[arg(long)]
     pub no_fence: bool,
-    /// Milliseconds a fenced batch stays open after its read (default 2).
+    /// Milliseconds a fenced batch stays open after its read (default 5).
     ///
     /// With dual writes, an application write to the target that arrives
     /// later than this after its write to the source, and after

@@ -12,15 +12,18 @@
 //!   connection. A write of the application's that reaches the target after
 //!   the WATCH makes EXEC abort (nothing is written; the round is redone).
 //!   One that reached the target before the WATCH was made on the source
-//!   earlier still, so the read already contains it. Nothing stale ever
-//!   lands, not even for a moment.
-//! - **Source fence** (a cluster target, where one transaction can only hold
-//!   keys of one hash slot): `WATCH key` precedes each key's read on the
-//!   source connection; the writes go to the target; then an empty
-//!   `MULTI`/`EXEC` on each source connection says whether any key read
-//!   there changed since its read (nil: it did). Such keys are copied again,
-//!   and since every application write reaches the source before the
-//!   target, the final copy of each key is the newest. A key the
+//!   earlier still, so the read already contains it. But a write that
+//!   changes nothing on the target (a `DEL`, `HDEL` or `LPOP` of a key not
+//!   copied yet) does not touch the WATCH, while its source half (after the
+//!   read) did change the source: so the source fence below runs too, and
+//!   such a key is copied again with the newer value right after.
+//! - **Source fence** (every round; alone for a cluster target, where one
+//!   transaction can only hold keys of one hash slot): `WATCH key` precedes
+//!   each key's read on the source connection; the writes go to the target;
+//!   then an empty `MULTI`/`EXEC` on each source connection says whether any
+//!   key read there changed since its read (nil: it did). Such keys are
+//!   copied again, and since every application write reaches the source
+//!   before the target, the final copy of each key is the newest. A key the
 //!   application changed in the milliseconds between redis-ferry's read and
 //!   write can hold redis-ferry's copy until its next round, a few
 //!   milliseconds later.
@@ -43,14 +46,17 @@ use redis::Value;
 
 use crate::clock::now_ms;
 use crate::connection::{ErrorClass, classify, error_text};
-use crate::options::Existing;
-use crate::outcome::Outcome;
+use crate::options::{Existing, TtlMode};
+use crate::outcome::{Outcome, WriteMethod};
+use crate::rebuild::read::SourceReads;
 use crate::route::{Step, route_rounds};
 use crate::side::Side;
 use crate::wire::CommandBuffer;
 
-use super::read::{Found, Read, read_keys};
-use super::write::{Plan, Written, interpret_write, plan, plan_known_target, queue_write};
+use super::read::{Found, Read, ReadAlso, read_by_commands, read_keys};
+use super::write::{
+    Plan, WriteContext, Written, interpret_write, plan, plan_known_target, queue_write,
+};
 
 /// A target transaction carries at most this many payload bytes: EXEC runs
 /// them all at once, and the target serves no one else meanwhile.
@@ -81,6 +87,9 @@ pub struct RoundResult {
     /// Not written because another key's command was refused: copy them
     /// again as they are (the refused keys are settled).
     pub again: Vec<usize>,
+    /// The target refused their payloads: read them by commands and
+    /// rebuild them.
+    pub rebuild: Vec<usize>,
     /// Keys this round created on the target (`--existing skip` must not
     /// protect them from the next round).
     pub created: Vec<usize>,
@@ -89,29 +98,105 @@ pub struct RoundResult {
     pub uncertain: Vec<(usize, Vec<u8>)>,
 }
 
-/// What a round is given.
+impl RoundResult {
+    /// Files a settled key: an outcome, or (a refused payload) a rebuild.
+    fn settled(&mut self, index: usize, written: Written) {
+        if written.rebuild_instead {
+            self.rebuild.push(index);
+        } else {
+            self.done.push((index, written));
+        }
+    }
+}
+
+/// How the round's keys are read and written.
 pub struct Round<'a> {
     pub db: i64,
     pub target_db: i64,
-    pub existing: Existing,
-    pub ttl: crate::options::TtlMode,
+    pub ttl: TtlMode,
     pub hold: Duration,
+    pub write: WriteContext<'a>,
+    pub source_reads: SourceReads,
     /// The batch's keys (the round copies those in `group`).
     pub keys: &'a [Vec<u8>],
     pub group: &'a [usize],
     /// Where to read each key of the group first.
     pub addresses: Vec<String>,
+    /// Per batch index: read by commands (not DUMP).
+    pub by_commands: &'a [bool],
     /// Per batch index: this job created the key on the target earlier.
     pub created: &'a [bool],
     /// Per batch index: a lost transaction may have created it with this payload.
     pub uncertain: &'a [Option<Vec<u8>>],
 }
 
-/// Copies the round's keys under the target fence.
+impl Round<'_> {
+    fn existing(&self) -> Existing {
+        self.write.existing
+    }
+}
+
+/// Reads `positions` of the round (positions in `round.group`): by DUMP,
+/// or by commands for the keys that need it. One read per position, in
+/// order.
+fn read_positions(
+    source: &mut Side,
+    round: &Round<'_>,
+    positions: &[usize],
+    watch: bool,
+) -> Result<Vec<Read>> {
+    let (by_commands, by_dump): (Vec<usize>, Vec<usize>) = positions
+        .iter()
+        .partition(|&&p| round.by_commands[round.group[p]]);
+    let keys = |list: &[usize]| -> Vec<&[u8]> {
+        list.iter()
+            .map(|&p| round.keys[round.group[p]].as_slice())
+            .collect()
+    };
+    let also = ReadAlso {
+        watch,
+        clock: round.write.clock,
+    };
+    let addresses = by_dump
+        .iter()
+        .map(|&p| round.addresses[p].clone())
+        .collect();
+    let dumped = read_keys(
+        source,
+        round.db,
+        &keys(&by_dump),
+        addresses,
+        round.ttl,
+        also,
+    )?;
+    let rebuilt = if by_commands.is_empty() {
+        Vec::new()
+    } else {
+        read_by_commands(
+            source,
+            round.db,
+            &keys(&by_commands),
+            round.source_reads,
+            watch,
+        )?
+    };
+    let mut by_position: HashMap<usize, Read> = by_dump.into_iter().zip(dumped).collect();
+    by_position.extend(by_commands.into_iter().zip(rebuilt));
+    Ok(positions
+        .iter()
+        .map(|p| by_position.remove(p).expect("every position was read"))
+        .collect())
+}
+
+/// Copies the round's keys under the target fence, with the source fence
+/// as well: a write of the application's that changes nothing on the
+/// target (a `DEL`, `HDEL` or `LPOP` of a key redis-ferry has not copied
+/// yet) does not touch the target's WATCH, but it changed the source after
+/// the read, which the source's check sees.
 pub fn target_round(source: &mut Side, target: &mut Side, round: Round<'_>) -> Result<RoundResult> {
     let mut result = RoundResult::default();
     let address = target.seed_address().to_string();
-    let skip = round.existing == Existing::Skip;
+    let skip = round.existing() == Existing::Skip;
     // 1. WATCH the keys (and, with skip, ask whether the target has them).
     // One WATCH for the whole group; if the target refuses it (an ACL that
     // forbids some key), one per key, so only those keys fail.
@@ -156,17 +241,16 @@ pub fn target_round(source: &mut Side, target: &mut Side, round: Round<'_>) -> R
         }
         watched.push(position);
     }
-    // 2. Read them on the source, now that the target watches them.
-    let keys: Vec<&[u8]> = watched
-        .iter()
-        .map(|&p| round.keys[round.group[p]].as_slice())
-        .collect();
-    let addresses = watched
+    // 2. Read them on the source (watched there too), now that the target
+    // watches them.
+    let watched_addresses: Vec<String> = watched
         .iter()
         .map(|&p| round.addresses[p].clone())
         .collect();
-    let reads = read_keys(source, round.db, &keys, addresses, round.ttl, false)?;
+    let mut source_watch = SourceWatch::begin(source, &watched_addresses)?;
+    let reads = read_positions(source, &round, &watched, true)?;
     let read_at = Instant::now();
+    source_watch.after_read(source, &reads)?;
     // 3. Decide each key's write.
     let now = now_ms();
     let mut plans = Vec::with_capacity(reads.len());
@@ -179,17 +263,16 @@ pub fn target_round(source: &mut Side, target: &mut Side, round: Round<'_>) -> R
                 target_dump[position].as_deref(),
             );
         let plan = if ours {
-            plan(&read.found, round.existing, true, now)
+            plan(&read.found, &round.write, true, now)
         } else {
-            plan_known_target(&read.found, round.existing, on_target[position], now)
+            plan_known_target(&read.found, &round.write, on_target[position], now)
         };
-        if let Found::Value { payload, .. } = &read.found {
-            bytes += payload.len();
-        }
+        bytes += found_bytes(&read.found);
         plans.push(plan);
     }
     if bytes > MAX_TRANSACTION_BYTES && watched.len() > 1 {
         unwatch(target, round.target_db, &address)?;
+        source_watch.verdicts(source, round.db)?;
         result.split.extend(watched.iter().map(|&p| round.group[p]));
         return Ok(result);
     }
@@ -200,26 +283,40 @@ pub fn target_round(source: &mut Side, target: &mut Side, round: Round<'_>) -> R
     let mut queued = Vec::with_capacity(plans.len());
     for ((&position, read), plan) in watched.iter().zip(&reads).zip(&plans) {
         let key = &round.keys[round.group[position]];
-        queued.push(queue_write(&mut pipe, key, &read.found, plan));
+        queued.push(queue_write(
+            &mut pipe,
+            key,
+            &read.found,
+            plan,
+            &round.write,
+            true,
+        ));
     }
+    let settle_all_known = |result: &mut RoundResult| -> Result<()> {
+        for ((&position, read), plan) in watched.iter().zip(&reads).zip(&plans) {
+            let written = settle(&read.found, plan, &[], &round.write, true, now)?;
+            result.settled(round.group[position], written);
+        }
+        Ok(())
+    };
     if queued.iter().all(|&q| q == 0) {
         unwatch(target, round.target_db, &address)?;
-        for ((&position, read), plan) in watched.iter().zip(&reads).zip(&plans) {
-            let written = settle(&read.found, plan, &Value::Nil, now)?;
-            result.done.push((round.group[position], written));
-        }
+        source_watch.verdicts(source, round.db)?;
+        settle_all_known(&mut result)?;
         return Ok(result);
     }
     pipe.cmd("EXEC");
-    let Some(mut replies) = target.send_fenced(&address, round.target_db, &pipe, generation)?
-    else {
+    let sent = target.send_fenced(&address, round.target_db, &pipe, generation)?;
+    // 5. Did a key change on the source since its read (also when the
+    // target's EXEC did not run: this ends the source's WATCH)?
+    let verdicts = source_watch.verdicts(source, round.db)?;
+    let Some(mut replies) = sent else {
         for ((&position, read), plan) in watched.iter().zip(&reads).zip(&plans) {
             let index = round.group[position];
             match (&read.found, plan) {
                 (Found::Failed(_), _) | (_, Plan::Known(_)) => {
-                    result
-                        .done
-                        .push((index, settle(&read.found, plan, &Value::Nil, now)?));
+                    let written = settle(&read.found, plan, &[], &round.write, true, now)?;
+                    result.settled(index, written);
                 }
                 (Found::Value { payload, .. }, Plan::Restore { .. }) => {
                     result.uncertain.push((index, payload.clone()));
@@ -237,56 +334,74 @@ pub fn target_round(source: &mut Side, target: &mut Side, round: Round<'_>) -> R
             for ((&position, read), plan) in watched.iter().zip(&reads).zip(&plans) {
                 let index = round.group[position];
                 if matches!(read.found, Found::Failed(_)) {
-                    result
-                        .done
-                        .push((index, settle(&read.found, plan, &Value::Nil, now)?));
+                    let written = settle(&read.found, plan, &[], &round.write, true, now)?;
+                    result.settled(index, written);
                 } else {
                     result.changed.push(index);
                 }
             }
         }
-        Value::Array(mut executed) => {
-            let mut executed = executed.drain(..);
+        Value::Array(executed) => {
+            let mut offset = 0;
+            let mut half_built = Vec::new();
             for (((&position, read), plan), &count) in
                 watched.iter().zip(&reads).zip(&plans).zip(&queued)
             {
                 let index = round.group[position];
-                let reply = if count == 1 {
-                    executed.next().unwrap_or(Value::Nil)
-                } else {
-                    Value::Nil
-                };
-                let written = settle(&read.found, plan, &reply, now)?;
-                if matches!(plan, Plan::Restore { .. }) && written.outcome == Outcome::Restored {
+                let end = (offset + count).min(executed.len());
+                let own = &executed[offset..end];
+                offset = end;
+                let written = settle(&read.found, plan, own, &round.write, true, now)?;
+                if matches!(plan, Plan::Restore { .. } | Plan::Rebuild)
+                    && written.outcome == Outcome::Restored
+                {
                     result.created.push(index);
                 }
-                result.done.push((index, written));
+                if matches!(plan, Plan::Rebuild) && written.outcome == Outcome::Failed {
+                    half_built.push(round.keys[index].clone());
+                }
+                let verdict = verdicts
+                    .get(&read.address)
+                    .copied()
+                    .unwrap_or(Verdict::Unchanged);
+                match verdict {
+                    _ if matches!(read.found, Found::Failed(_)) => result.settled(index, written),
+                    Verdict::Unchanged => result.settled(index, written),
+                    // Written, but the source moved on since: again, with
+                    // the newer value.
+                    Verdict::Changed => result.changed.push(index),
+                    Verdict::Lost => result.lost.push(index),
+                }
             }
+            delete(target, round.target_db, &half_built)?;
         }
         // EXECABORT: a command was refused while queuing (an ACL on one
         // key, out of memory...). The refused keys failed; the others were
         // not written and go again.
         Value::ServerError(_) => {
-            let mut queue_replies = replies.into_iter().skip(1);
+            let queue_replies: Vec<Value> = replies.into_iter().skip(1).collect();
+            let mut offset = 0;
             for (((&position, read), plan), &count) in
                 watched.iter().zip(&reads).zip(&plans).zip(&queued)
             {
                 let index = round.group[position];
-                let reply = if count == 1 {
-                    queue_replies.next().unwrap_or(Value::Nil)
-                } else {
-                    Value::Nil
-                };
-                match &reply {
-                    Value::ServerError(error) => match classify(error) {
+                let end = (offset + count).min(queue_replies.len());
+                let own = &queue_replies[offset..end];
+                offset = end;
+                match own
+                    .iter()
+                    .find(|reply| matches!(reply, Value::ServerError(_)))
+                {
+                    Some(Value::ServerError(error)) => match classify(error) {
                         ErrorClass::Fatal(reason) => bail!("{reason}"),
                         _ => result
                             .done
                             .push((index, Written::failed(error_text(error)))),
                     },
-                    _ if count == 0 => result
-                        .done
-                        .push((index, settle(&read.found, plan, &Value::Nil, now)?)),
+                    _ if count == 0 => {
+                        let written = settle(&read.found, plan, &[], &round.write, true, now)?;
+                        result.settled(index, written);
+                    }
                     _ => result.again.push(index),
                 }
             }
@@ -294,6 +409,15 @@ pub fn target_round(source: &mut Side, target: &mut Side, round: Round<'_>) -> R
         other => bail!("EXEC returned {other:?}"),
     }
     Ok(result)
+}
+
+/// Bytes a key's write carries.
+fn found_bytes(found: &Found) -> usize {
+    match found {
+        Found::Value { payload, .. } => payload.len(),
+        Found::Rebuilt { value, .. } => value.byte_size() as usize,
+        _ => 0,
+    }
 }
 
 /// Sends the WATCH of a target round: one command for the group, or one
@@ -341,38 +465,17 @@ pub fn source_round(
     fenced: bool,
 ) -> Result<RoundResult> {
     let mut result = RoundResult::default();
-    let mut before: HashMap<String, u64> = HashMap::new();
-    if fenced {
-        for address in &round.addresses {
-            if !before.contains_key(address) {
-                before.insert(address.clone(), source.generation(address)?);
-            }
-        }
-    }
+    let mut source_watch = if fenced {
+        SourceWatch::begin(source, &round.addresses)?
+    } else {
+        SourceWatch::default()
+    };
     // 1. WATCH + read each key on the source.
-    let keys: Vec<&[u8]> = round
-        .group
-        .iter()
-        .map(|&i| round.keys[i].as_slice())
-        .collect();
-    let reads = read_keys(
-        source,
-        round.db,
-        &keys,
-        round.addresses.clone(),
-        round.ttl,
-        fenced,
-    )?;
+    let positions: Vec<usize> = (0..round.group.len()).collect();
+    let reads = read_positions(source, &round, &positions, fenced)?;
     let read_at = Instant::now();
-    let mut generations: BTreeMap<String, u64> = BTreeMap::new();
     if fenced {
-        for read in &reads {
-            if !generations.contains_key(&read.address) {
-                generations.insert(read.address.clone(), source.generation(&read.address)?);
-            }
-        }
-    }
-    if fenced {
+        source_watch.after_read(source, &reads)?;
         hold(read_at, round.hold);
     }
     // 2. Write to the target, each key at its node.
@@ -381,27 +484,12 @@ pub fn source_round(
         .group
         .iter()
         .zip(&reads)
-        .map(|(&index, read)| plan(&read.found, round.existing, round.created[index], now))
+        .map(|(&index, read)| plan(&read.found, &round.write, round.created[index], now))
         .collect();
-    let written = write_plain(
-        target,
-        round.target_db,
-        round.keys,
-        round.group,
-        &reads,
-        &plans,
-        now,
-    )?;
+    let written = write_plain(target, &round, &reads, &plans, now)?;
     // 3. Did any key change on the source since its read?
-    let mut verdicts: BTreeMap<String, Verdict> = BTreeMap::new();
-    for (address, &generation) in &generations {
-        let verdict = if before.get(address).is_some_and(|&g| g != generation) {
-            Verdict::Lost
-        } else {
-            check_unchanged(source, round.db, address, generation)?
-        };
-        verdicts.insert(address.clone(), verdict);
-    }
+    let verdicts = source_watch.verdicts(source, round.db)?;
+    let mut half_built = Vec::new();
     for (((&index, read), plan), written) in round.group.iter().zip(&reads).zip(&plans).zip(written)
     {
         let settled = matches!(read.found, Found::Failed(_)) || !fenced;
@@ -409,17 +497,73 @@ pub fn source_round(
             .get(&read.address)
             .copied()
             .unwrap_or(Verdict::Unchanged);
-        if matches!(plan, Plan::Restore { .. }) && written.outcome == Outcome::Restored {
+        if matches!(plan, Plan::Restore { .. } | Plan::Rebuild)
+            && written.outcome == Outcome::Restored
+        {
             result.created.push(index);
         }
+        if matches!(plan, Plan::Rebuild) && written.outcome == Outcome::Failed {
+            half_built.push(round.keys[index].clone());
+        }
         match verdict {
-            _ if settled => result.done.push((index, written)),
-            Verdict::Unchanged => result.done.push((index, written)),
+            _ if settled => result.settled(index, written),
+            Verdict::Unchanged => result.settled(index, written),
             Verdict::Changed => result.changed.push(index),
             Verdict::Lost => result.lost.push(index),
         }
     }
+    delete(target, round.target_db, &half_built)?;
     Ok(result)
+}
+
+/// The source side of a fence: the connections that watched a round's
+/// keys with their reads, and their generations (a reconnect in between
+/// loses the WATCH).
+#[derive(Debug, Default)]
+struct SourceWatch {
+    before: HashMap<String, u64>,
+    after: BTreeMap<String, u64>,
+}
+
+impl SourceWatch {
+    /// Notes the connections' generations before the reads.
+    fn begin(source: &mut Side, addresses: &[String]) -> Result<SourceWatch> {
+        let mut watch = SourceWatch::default();
+        for address in addresses {
+            if !watch.before.contains_key(address) {
+                watch
+                    .before
+                    .insert(address.clone(), source.generation(address)?);
+            }
+        }
+        Ok(watch)
+    }
+
+    /// Notes the connections that answered the reads (their WATCH holds).
+    fn after_read(&mut self, source: &mut Side, reads: &[Read]) -> Result<()> {
+        for read in reads {
+            if !self.after.contains_key(&read.address) {
+                self.after
+                    .insert(read.address.clone(), source.generation(&read.address)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Per connection: did a watched key change since its read? Ends the
+    /// WATCH either way.
+    fn verdicts(&self, source: &mut Side, db: i64) -> Result<BTreeMap<String, Verdict>> {
+        let mut verdicts = BTreeMap::new();
+        for (address, &generation) in &self.after {
+            let verdict = if self.before.get(address).is_some_and(|&g| g != generation) {
+                Verdict::Lost
+            } else {
+                check_unchanged(source, db, address, generation)?
+            };
+            verdicts.insert(address.clone(), verdict);
+        }
+        Ok(verdicts)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -445,19 +589,20 @@ fn check_unchanged(source: &mut Side, db: i64, address: &str, generation: u64) -
     })
 }
 
-/// Writes without a transaction (source fence, or no fence), each key at
-/// the node serving it. With `--existing skip`, a key found on the target
-/// after a reconnect resent its RESTORE is checked: if it holds exactly
-/// what was sent, this job wrote it (`restored`), not the application.
+/// Writes without a fence transaction (source fence, or no fence), each
+/// key at the node serving it (a rebuilt key in a transaction of its own).
+/// With `--existing skip`, a key found on the target after a reconnect
+/// resent its RESTORE is checked: if it holds exactly what was sent, this
+/// job wrote it (`restored`), not the application.
 fn write_plain(
     target: &mut Side,
-    db: i64,
-    keys: &[Vec<u8>],
-    group: &[usize],
+    round: &Round<'_>,
     reads: &[Read],
     plans: &[Plan],
     now: i64,
 ) -> Result<Vec<Written>> {
+    let keys = round.keys;
+    let group = round.group;
     let addresses: Vec<String> = group
         .iter()
         .map(|&i| target.address_for_key(&keys[i]))
@@ -470,15 +615,27 @@ fn write_plain(
     }
     let mut written = route_rounds(
         target,
-        db,
+        round.target_db,
         addresses.clone(),
-        |pipe, item| queue_write(pipe, &keys[group[item]], &reads[item].found, &plans[item]),
+        |pipe, item| {
+            queue_write(
+                pipe,
+                &keys[group[item]],
+                &reads[item].found,
+                &plans[item],
+                &round.write,
+                false,
+            )
+        },
         |item, replies| {
-            let reply = replies.first().cloned().unwrap_or(Value::Nil);
-            match interpret_write(&reads[item].found, &plans[item], &reply, now) {
-                Step::Done(written) => Step::Done(written),
-                other => other,
-            }
+            interpret_write(
+                &reads[item].found,
+                &plans[item],
+                replies,
+                &round.write,
+                false,
+                now,
+            )
         },
     )?;
     for (item, written) in written.iter_mut().enumerate() {
@@ -492,13 +649,33 @@ fn write_plain(
         if resent
             && busy
             && let Found::Value { payload, .. } = &reads[item].found
-            && holds_payload(target, db, &keys[group[item]], payload)?
+            && holds_payload(target, round.target_db, &keys[group[item]], payload)?
         {
             written.outcome = Outcome::Restored;
-            written.method = Some(crate::outcome::WriteMethod::Restore);
+            written.method = Some(WriteMethod::Restore);
         }
     }
     Ok(written)
+}
+
+/// Deletes keys a failed rebuild left half built (best effort: the key is
+/// `failed` and `retry` builds it again).
+fn delete(target: &mut Side, db: i64, keys: &[Vec<u8>]) -> Result<()> {
+    if keys.is_empty() {
+        return Ok(());
+    }
+    let addresses = keys.iter().map(|key| target.address_for_key(key)).collect();
+    route_rounds(
+        target,
+        db,
+        addresses,
+        |pipe, item| {
+            pipe.cmd("DEL").arg(&keys[item]);
+            1
+        },
+        |_, _| Step::Done(()),
+    )?;
+    Ok(())
 }
 
 /// Whether the target's `key` serializes to the same value as `payload`
@@ -525,9 +702,16 @@ fn same_value(a: Option<&[u8]>, b: Option<&[u8]>) -> bool {
     }
 }
 
-/// The outcome of a key from its reply (or from its plan alone).
-fn settle(found: &Found, plan: &Plan, reply: &Value, now: i64) -> Result<Written> {
-    match interpret_write(found, plan, reply, now) {
+/// The outcome of a key from its replies (or from its plan alone).
+fn settle(
+    found: &Found,
+    plan: &Plan,
+    replies: &[Value],
+    context: &WriteContext<'_>,
+    in_transaction: bool,
+    now: i64,
+) -> Result<Written> {
+    match interpret_write(found, plan, replies, context, in_transaction, now) {
         Step::Done(written) => Ok(written),
         Step::Fatal(reason) => bail!("{reason}"),
         Step::Again(reason) => bail!("the target answered {reason:?} inside a transaction"),

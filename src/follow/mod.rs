@@ -347,6 +347,8 @@ fn changed_batch(
             target_db: options.target_db(db),
             keys,
             source_address: None,
+            gone_note: None,
+            sizes: None,
         },
         checkpoint: None,
         journaled: Some(Box::new(move |results: &[KeyResult]| {

@@ -77,7 +77,10 @@ fn follow_job(
 ) -> Result<Exit> {
     let mut progress = job::begin_scan(journal, source, target, launch, command)?;
     journal.set_follow_phase(FollowPhase::Scanning)?;
-    let settings = settings_with_status(job::pipeline_settings(options, source), follower);
+    let settings = settings_with_status(
+        job::pipeline_settings(journal, options, source, target)?,
+        follower,
+    );
     let alongside = |scanning: Arc<AtomicUsize>| follower.lister(ListerMode::Alongside(scanning));
     let stop = job::scan_passes(
         journal,

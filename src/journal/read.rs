@@ -56,6 +56,13 @@ pub struct KeyPosition {
     seq: i64,
 }
 
+impl KeyPosition {
+    /// The outcome the key had when it was paged.
+    pub fn outcome(&self) -> Outcome {
+        self.outcome
+    }
+}
+
 /// One key of a page of keys with chosen outcomes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PagedKey {

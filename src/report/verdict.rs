@@ -103,7 +103,7 @@ impl Verdict {
         let mut clauses = explanations(&tally, failed, mismatch, filtered);
         if expired > 0 {
             clauses.push(format!(
-                "{expired} expired on the source during the copy (gone from both sides, counted in neither)"
+                "{expired} gone from the source when read (expired or deleted there, or only ever on the target: see the CSV's error column) and deleted on the target too (gone from both sides, counted in neither)"
             ));
         }
         let head = headline(&tally);
@@ -276,7 +276,7 @@ mod tests {
         assert_eq!(verdict.status, VerdictStatus::Explained);
         assert_eq!(
             verdict.text,
-            "target has 9 keys fewer than source: 9 failed (see `redis-ferry report --format csv`; fix the cause, then `redis-ferry retry`), 3 expired on the source during the copy (gone from both sides, counted in neither)"
+            "target has 9 keys fewer than source: 9 failed (see `redis-ferry report --format csv`; fix the cause, then `redis-ferry retry`), 3 gone from the source when read (expired or deleted there, or only ever on the target: see the CSV's error column) and deleted on the target too (gone from both sides, counted in neither)"
         );
         assert_eq!(verdict.unexplained_missing, Some(0));
     }

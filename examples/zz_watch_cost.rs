@@ -1,0 +1,65 @@
+#[allow(dead_code)]
+#[path = "../tests/common/server.rs"]
+mod server;
+use redis::Value;
+use server::RedisServer;
+use std::time::Instant;
+
+fn cpu(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap();
+    let f: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .collect();
+    (f[11].parse::<f64>().unwrap() + f[12].parse::<f64>().unwrap()) / 100.0
+}
+
+fn main() {
+    let t = RedisServer::start();
+    let mut c = t.connection();
+    for chunk in (0..300_000).collect::<Vec<_>>().chunks(1000) {
+        let mut p = redis::pipe();
+        for i in chunk {
+            p.cmd("SET")
+                .arg(format!("k:{i}"))
+                .arg("v".repeat(100))
+                .ignore();
+        }
+        p.query::<()>(&mut c).unwrap();
+    }
+    let size = 64;
+    for mode in ["dump", "watch-each", "watch-one", "memusage"] {
+        let before = cpu(t.pid());
+        let started = Instant::now();
+        for b in 0..(300_000 / size) {
+            let keys: Vec<String> = (0..size).map(|i| format!("k:{}", b * size + i)).collect();
+            let mut p = redis::pipe();
+            if mode == "watch-one" {
+                p.cmd("WATCH").arg(&keys);
+            }
+            for k in &keys {
+                if mode == "watch-each" {
+                    p.cmd("WATCH").arg(k);
+                }
+                if mode == "memusage" {
+                    p.cmd("MEMORY").arg("USAGE").arg(k);
+                    continue;
+                }
+                p.cmd("DUMP").arg(k);
+                p.cmd("PTTL").arg(k);
+            }
+            if mode.starts_with("watch") {
+                p.cmd("MULTI");
+                p.cmd("EXEC");
+            }
+            let _: Vec<Value> = p.query(&mut c).unwrap();
+        }
+        println!(
+            "{mode}: {:.2}s wall, server cpu {:.2}s per 300k keys",
+            started.elapsed().as_secs_f64(),
+            cpu(t.pid()) - before
+        );
+    }
+}
