@@ -4,6 +4,7 @@
 //!     cargo run --release --example bench -- --dataset small --keys 1000000
 //!     cargo run --release --example bench -- --dataset mixed --keys 100000
 //!     cargo run --release --example bench -- --topology cluster --keys 1000000
+//!     cargo run --release --example bench -- --topology cluster --shards 1,2,3 --keys 1000000
 //!     cargo run --release --example bench -- --dataset mixed --keys 100000 \
 //!         --source-bin target/servers/redis-8.2/redis-server \
 //!         --target-bin target/servers/valkey-8.1/valkey-server --contenders ferry-all
@@ -28,6 +29,12 @@
 //! through the library, so its VmHWM is its own); CPU seconds per million
 //! keys of every process involved (client + both servers), and of the
 //! client alone.
+//!
+//! `--shards 1,2,3` (cluster only): for each N, N workers of a sharded job
+//! (`--shard I/N`), each a child process through the library with its own
+//! journal, all at once against the same source and target; the time is
+//! until the last finishes. The note gives each worker's scan overhead:
+//! the keys SCAN returned to it that belong to other workers' slots.
 //!
 //! Datasets: `small` is N string keys of about 100 bytes, 10% with TTLs, in
 //! db 0. `mixed` is N keys of every type (strings, hashes, lists, sets,
@@ -57,6 +64,8 @@ struct Args {
     keys: usize,
     contenders: Vec<String>,
     scan_count: u32,
+    /// `--shards 1,2,3`: worker counts of a sharded job to time (cluster).
+    shards: Vec<u32>,
     /// Other server binaries for the source and the target (cross-version).
     source_bin: Option<String>,
     target_bin: Option<String>,
@@ -75,6 +84,7 @@ fn parse_args() -> Result<Args> {
             "replicaof".into(),
         ],
         scan_count: 1000,
+        shards: Vec::new(),
         source_bin: None,
         target_bin: None,
     };
@@ -87,6 +97,12 @@ fn parse_args() -> Result<Args> {
             "--keys" => args.keys = value()?.parse()?,
             "--contenders" => args.contenders = value()?.split(',').map(str::to_string).collect(),
             "--scan-count" => args.scan_count = value()?.parse()?,
+            "--shards" => {
+                args.shards = value()?
+                    .split(',')
+                    .map(|n| n.trim().parse::<u32>())
+                    .collect::<Result<_, _>>()?
+            }
             "--source-bin" => args.source_bin = Some(value()?),
             "--target-bin" => args.target_bin = Some(value()?),
             other => bail!("unknown flag {other}; see the doc comment of examples/bench.rs"),
@@ -97,6 +113,9 @@ fn parse_args() -> Result<Args> {
     }
     if !["standalone", "cluster"].contains(&args.topology.as_str()) {
         bail!("--topology is standalone or cluster");
+    }
+    if !args.shards.is_empty() && args.topology != "cluster" {
+        bail!("--shards needs --topology cluster (a sharded job splits a cluster's slots)");
     }
     Ok(args)
 }
@@ -116,6 +135,9 @@ struct Row {
 fn main() -> Result<()> {
     if std::env::args().nth(1).as_deref() == Some("--ferry-child") {
         return ferry_child();
+    }
+    if std::env::args().nth(1).as_deref() == Some("--ferry-shard-child") {
+        return ferry_shard_child();
     }
     let args = parse_args()?;
     if args.topology == "cluster" {
@@ -295,6 +317,152 @@ fn run_ferry(
     Ok((peak, bytes))
 }
 
+/// What one worker of a sharded run reports.
+struct ShardResult {
+    peak_rss_mb: f64,
+    cpu_seconds: f64,
+    /// Keys of its own slots SCAN returned (copied).
+    own: u64,
+    /// Keys of other workers' slots SCAN returned (left to them).
+    foreign: u64,
+}
+
+/// N workers of a sharded job at once, each a child process; returns the
+/// wall time until the last finished and each worker's result.
+fn run_shards(
+    source: &str,
+    target: &str,
+    count: u32,
+    scan_count: u32,
+) -> Result<(f64, Vec<ShardResult>)> {
+    let started = Instant::now();
+    let children: Vec<std::process::Child> = (0..count)
+        .map(|index| {
+            std::process::Command::new(std::env::current_exe()?)
+                .args(["--ferry-shard-child", source, target])
+                .arg(format!("{index}/{count}"))
+                .arg(scan_count.to_string())
+                .stdout(std::process::Stdio::piped())
+                .stderr(std::process::Stdio::inherit())
+                .spawn()
+                .context("cannot start a worker")
+        })
+        .collect::<Result<_>>()?;
+    let mut results = Vec::new();
+    for child in children {
+        let output = child.wait_with_output()?;
+        if !output.status.success() {
+            bail!(
+                "a worker failed: {}",
+                String::from_utf8_lossy(&output.stdout)
+            );
+        }
+        let text = String::from_utf8_lossy(&output.stdout);
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix("SHARD_RESULT "))
+            .context("a worker printed no result")?;
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        results.push(ShardResult {
+            peak_rss_mb: fields[0].parse()?,
+            cpu_seconds: fields[1].parse()?,
+            own: fields[2].parse()?,
+            foreign: fields[3].parse()?,
+        });
+    }
+    Ok((started.elapsed().as_secs_f64(), results))
+}
+
+/// The child side of [`run_shards`]: `--ferry-shard-child SOURCE TARGET I/N SCAN_COUNT`.
+fn ferry_shard_child() -> Result<()> {
+    let args: Vec<String> = std::env::args().skip(2).collect();
+    let [source, target, shard, scan_count] = args.as_slice() else {
+        bail!("--ferry-shard-child SOURCE TARGET I/N SCAN_COUNT");
+    };
+    let shard = redis_ferry::shard::split::parse_shard(shard).map_err(anyhow::Error::msg)?;
+    let dir = tempfile::tempdir_in(".")?;
+    let journal = dir.path().join("worker.db");
+    let launch = Launch::new(journal.clone(), Shutdown::new());
+    let options = CopyOptions {
+        scan_count: scan_count.parse()?,
+        shard: Some(shard),
+        ..CopyOptions::default()
+    };
+    let exit = job::start(
+        Endpoint::parse(Role::Source, source)?,
+        Endpoint::parse(Role::Target, target)?,
+        options,
+        &launch,
+    )?;
+    if exit != Exit::Success {
+        bail!("worker exited {}", exit.code());
+    }
+    let own: u64 = redis_ferry::journal::JournalReader::open(&journal)?
+        .counts()?
+        .values()
+        .map(|counts| counts.total())
+        .sum();
+    let foreign = redis_ferry::metrics::registry().foreign_keys();
+    let cpu = process_cpu_seconds(std::process::id())?;
+    println!(
+        "SHARD_RESULT {:.1} {cpu:.2} {own} {foreign}",
+        peak_rss_mb().unwrap_or(0.0)
+    );
+    Ok(())
+}
+
+/// Rows of `--shards`: N workers at once, for each N asked for.
+fn shard_rows(
+    args: &Args,
+    source: &RedisCluster,
+    target: &RedisCluster,
+    total: u64,
+    nodes_cpu: &dyn Fn() -> Result<f64>,
+) -> Result<Vec<Row>> {
+    let mut rows = Vec::new();
+    for &count in &args.shards {
+        for node in target.primaries() {
+            flush(node)?;
+        }
+        eprintln!("running {count} sharded worker(s) ...");
+        let servers_before = nodes_cpu()?;
+        let (seconds, results) = run_shards(&source.url(), &target.url(), count, args.scan_count)?;
+        let servers = nodes_cpu()? - servers_before;
+        let copied = target.dbsize();
+        if copied != total {
+            bail!("{count} workers: target cluster holds {copied} keys, source {total}");
+        }
+        let client: f64 = results.iter().map(|r| r.cpu_seconds).sum();
+        let overhead: Vec<String> = results
+            .iter()
+            .enumerate()
+            .map(|(index, r)| {
+                let scanned = (r.own + r.foreign).max(1);
+                format!(
+                    "{index}/{count}: {} of {} ({:.1}%)",
+                    r.foreign,
+                    r.own + r.foreign,
+                    r.foreign as f64 * 100.0 / scanned as f64
+                )
+            })
+            .collect();
+        rows.push(Row {
+            name: format!("ferry-shards, {count} worker(s) (cluster -> cluster)"),
+            seconds,
+            keys: copied,
+            peak_rss_mb: results.iter().map(|r| r.peak_rss_mb).reduce(f64::max),
+            cpu_total: client + servers,
+            cpu_client: client,
+            cpu_servers: None,
+            note: format!(
+                "keys scanned of other workers' slots: {}",
+                overhead.join(", ")
+            ),
+        });
+    }
+    Ok(rows)
+}
+
 /// The reference: SCAN COUNT 1000, then MIGRATE ... COPY REPLACE KEYS per batch.
 fn run_migrate(source: &RedisServer, target: &RedisServer, dbs: &[i64]) -> Result<String> {
     for &db in dbs {
@@ -382,6 +550,11 @@ fn cluster_main(args: &Args) -> Result<()> {
     let total = source.dbsize();
     let all_nodes = || source.nodes.iter().chain(target.nodes.iter());
     let nodes_cpu = || -> Result<f64> { all_nodes().map(|n| process_cpu_seconds(n.pid())).sum() };
+    if !args.shards.is_empty() {
+        let rows = shard_rows(args, &source, &target, total, &nodes_cpu)?;
+        print_table(args, &rows);
+        return Ok(());
+    }
     let mut rows = Vec::new();
     for contender in args.contenders.iter().filter(|c| c.starts_with("ferry-")) {
         for node in target.primaries() {

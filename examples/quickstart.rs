@@ -58,7 +58,7 @@ fn main() -> Result<()> {
     // The same report `redis-ferry report --journal ...` prints.
     report::run(
         ReportSettings {
-            journal: launch.journal.clone(),
+            journals: vec![launch.journal.clone()],
             format: Format::Text,
             output: None,
             source: None,

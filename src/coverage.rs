@@ -27,6 +27,15 @@
 //! split between two nodes. Passes repeat until a pass ends with nothing
 //! moved, so the job only completes once every key provably had its turn.
 //! Keys scanned twice are copied twice and counted once.
+//!
+//! A worker of a sharded job (`--shard`) applies the same rules over its
+//! own slots only: it has cursors on the nodes that serve some of them, a
+//! node that gained one of *its* slots is scanned again (gaining another
+//! worker's slot is no reason), a node left with none of its slots loses
+//! its cursor, and only its own slots' migrations are waited out. A node
+//! whose config epoch moved is still scanned again: Redis says a node took
+//! over slots, not which, and one of this worker's slots may have left it
+//! and come back during the scan.
 
 use std::time::{Duration, Instant};
 
@@ -37,6 +46,7 @@ use crate::cluster::{ClusterNode, NodeLayout};
 use crate::journal::{CursorRecord, Journal};
 use crate::options::CopyOptions;
 use crate::server::ServerInfo;
+use crate::shard::SlotSet;
 use crate::side::Side;
 
 /// How long to wait for slot migrations in progress to finish, as a
@@ -51,20 +61,38 @@ pub fn scan_address(source: &Side, node: &ClusterNode) -> String {
         .unwrap_or_else(|| node.address())
 }
 
-/// A fresh cursor (at 0) for every primary of a cluster source.
+/// A fresh cursor (at 0) for every primary of a cluster source (with
+/// `--shard`: every primary that serves some of this worker's slots).
 pub fn plan(source: &mut Side, options: &CopyOptions) -> Result<Vec<CursorRecord>> {
     let Some(topology) = source.topology().cloned() else {
         return Ok(Vec::new());
     };
+    let own = own_slots(options);
     let mut cursors = Vec::new();
     for node in topology.primaries() {
+        if !serves_own_slots(node, own.as_ref()) {
+            continue;
+        }
         let info = scanned_info(source, node)?;
-        cursors.push(fresh_cursor(node, &info, options)?);
+        cursors.push(fresh_cursor(source, node, &info, options)?);
     }
     Ok(cursors)
 }
 
+/// This worker's slots; `None` for a job that is not sharded (every slot).
+fn own_slots(options: &CopyOptions) -> Option<SlotSet> {
+    options
+        .shard
+        .as_ref()
+        .map(crate::shard::ShardSpec::slot_set)
+}
+
+fn serves_own_slots(node: &ClusterNode, own: Option<&SlotSet>) -> bool {
+    own.is_none_or(|own| own.overlaps(&node.slots))
+}
+
 fn fresh_cursor(
+    source: &mut Side,
     node: &ClusterNode,
     scanned: &ServerInfo,
     options: &CopyOptions,
@@ -77,10 +105,26 @@ fn fresh_cursor(
         done: false,
         run_id: Some(scanned.run_id.clone()),
         keys_scanned: 0,
-        keys_expected: Some(scanned.keyspace.get(&0).copied().unwrap_or(0)),
+        keys_expected: Some(keys_expected(source, node, scanned, options)?),
         updated_at: now_ms(),
         node_layout: Some(serde_json::to_string(&node.layout())?),
     })
+}
+
+/// The keys a node's scan is expected to keep: all of them, or with
+/// `--shard` those in this worker's slots (counted per slot).
+fn keys_expected(
+    source: &mut Side,
+    node: &ClusterNode,
+    scanned: &ServerInfo,
+    options: &CopyOptions,
+) -> Result<u64> {
+    let Some(own) = own_slots(options) else {
+        return Ok(scanned.keyspace.get(&0).copied().unwrap_or(0));
+    };
+    let on_node = own.intersection(&SlotSet::from_ranges(&node.slots));
+    let address = scan_address(source, node);
+    crate::shard::keys::count_on_node(source, &address, &on_node)
 }
 
 fn scanned_info(source: &mut Side, node: &ClusterNode) -> Result<ServerInfo> {
@@ -99,41 +143,71 @@ pub fn reconcile(
     if !source.is_cluster() {
         return reconcile_standalone(journal, source);
     }
-    wait_for_settled_slots(source)?;
+    let own = own_slots(options);
+    wait_for_settled_slots(source, own.as_ref())?;
     let topology = source.topology().cloned().expect("checked: cluster");
     let cursors = journal.cursors()?;
     let mut reasons = Vec::new();
-    for node in topology.primaries() {
+    let serving: Vec<&ClusterNode> = topology
+        .primaries()
+        .into_iter()
+        .filter(|node| serves_own_slots(node, own.as_ref()))
+        .collect();
+    for node in &serving {
         let info = scanned_info(source, node)?;
-        let layout_now = node.layout();
-        let layout_text = serde_json::to_string(&layout_now)?;
-        let Some(cursor) = cursors.iter().find(|c| c.node == node.id) else {
-            journal.plan_cursors(&[fresh_cursor(node, &info, options)?])?;
-            reasons.push(format!(
-                "{} ({}) is a new primary",
-                node.address(),
-                short_id(&node.id)
-            ));
-            continue;
+        let reason = match cursors.iter().find(|c| c.node == node.id) {
+            None => {
+                journal.plan_cursors(&[fresh_cursor(source, node, &info, options)?])?;
+                Some(new_node_reason(node, options))
+            }
+            Some(cursor) => check_cursor(journal, cursor, node, &info, own.as_ref())?,
         };
-        let layout_then: Option<NodeLayout> = cursor
-            .node_layout
-            .as_deref()
-            .and_then(|t| serde_json::from_str(t).ok());
-        let restarted = cursor.run_id.as_deref() != Some(info.run_id.as_str());
-        let gained = layout_then
-            .as_ref()
-            .is_none_or(|then| then.may_have_gained_keys(&layout_now));
-        if restarted && (cursor.cursor != 0 || cursor.done) {
-            journal.restart_cursor(&cursor.node, cursor.db, &info.run_id, Some(&layout_text))?;
-            reasons.push(format!("{} restarted since its scan", node.address()));
-        } else if gained && (cursor.cursor != 0 || cursor.done) {
-            journal.restart_cursor(&cursor.node, cursor.db, &info.run_id, Some(&layout_text))?;
-            reasons.push(format!(
-                "{} took over slots during its scan",
-                node.address()
-            ));
-        } else if layout_then.as_ref() != Some(&layout_now) || restarted {
+        reasons.extend(reason);
+    }
+    // A node that serves no slot (now a replica, gone, or emptied), or with
+    // --shard none of this worker's, holds no key of its own to scan: the
+    // keys it had are on nodes that gained their slots, scanned again.
+    for cursor in cursors
+        .iter()
+        .filter(|c| !serving.iter().any(|node| node.id == c.node))
+    {
+        journal.remove_cursor(&cursor.node, cursor.db)?;
+        if !cursor.done {
+            reasons.push(left_node_reason(&topology, cursor, options));
+        }
+    }
+    if !reasons.is_empty() {
+        journal.set_source_nodes(&serde_json::to_string(&topology.primaries())?)?;
+    }
+    Ok(reasons)
+}
+
+/// One node's cursor against the node as it is now: restarted, or gained
+/// (this worker's) slots, and so scanned again; or only noted.
+fn check_cursor(
+    journal: &mut Journal,
+    cursor: &CursorRecord,
+    node: &ClusterNode,
+    info: &ServerInfo,
+    own: Option<&SlotSet>,
+) -> Result<Option<String>> {
+    let layout_now = node.layout();
+    let layout_text = serde_json::to_string(&layout_now)?;
+    let layout_then: Option<NodeLayout> = cursor
+        .node_layout
+        .as_deref()
+        .and_then(|t| serde_json::from_str(t).ok());
+    let restarted = cursor.run_id.as_deref() != Some(info.run_id.as_str());
+    let gained = layout_then
+        .as_ref()
+        .is_none_or(|then| may_have_gained_own_keys(then, &layout_now, own));
+    let started = cursor.cursor != 0 || cursor.done;
+    let reason = if restarted && started {
+        format!("{} restarted since its scan", node.address())
+    } else if gained && started {
+        format!("{} took over slots during its scan", node.address())
+    } else {
+        if layout_then.as_ref() != Some(&layout_now) || restarted {
             // Not started yet, or only lost slots: keep the cursor, note the layout.
             journal.set_cursor_identity(
                 &cursor.node,
@@ -142,26 +216,61 @@ pub fn reconcile(
                 Some(&layout_text),
             )?;
         }
+        return Ok(None);
+    };
+    journal.restart_cursor(&cursor.node, cursor.db, &info.run_id, Some(&layout_text))?;
+    Ok(Some(reason))
+}
+
+/// [`NodeLayout::may_have_gained_keys`], over this worker's slots: a slot
+/// of another worker moving in is no reason to scan again; an epoch that
+/// moved still is (see the module doc).
+fn may_have_gained_own_keys(then: &NodeLayout, now: &NodeLayout, own: Option<&SlotSet>) -> bool {
+    let Some(own) = own else {
+        return then.may_have_gained_keys(now);
+    };
+    let restrict = |layout: &NodeLayout| NodeLayout {
+        slots: own
+            .intersection(&SlotSet::from_ranges(&layout.slots))
+            .ranges(),
+        config_epoch: layout.config_epoch,
+    };
+    restrict(then).may_have_gained_keys(&restrict(now))
+}
+
+fn new_node_reason(node: &ClusterNode, options: &CopyOptions) -> String {
+    match &options.shard {
+        None => format!(
+            "{} ({}) is a new primary",
+            node.address(),
+            short_id(&node.id)
+        ),
+        Some(shard) => format!(
+            "{} ({}) now serves slots of shard {}",
+            node.address(),
+            short_id(&node.id),
+            shard.label()
+        ),
     }
-    // A node that serves no slot (now a replica, gone, or emptied) holds no
-    // key of its own to scan.
-    let primaries = topology.primaries();
-    for cursor in cursors
-        .iter()
-        .filter(|c| !primaries.iter().any(|p| p.id == c.node))
-    {
-        journal.remove_cursor(&cursor.node, cursor.db)?;
-        if !cursor.done {
-            reasons.push(format!(
-                "node {} is no longer a primary; its keys are scanned on the primaries that hold them now",
-                short_id(&cursor.node)
-            ));
-        }
+}
+
+fn left_node_reason(
+    topology: &crate::cluster::Topology,
+    cursor: &CursorRecord,
+    options: &CopyOptions,
+) -> String {
+    let still_primary = topology.primaries().iter().any(|p| p.id == cursor.node);
+    match &options.shard {
+        Some(shard) if still_primary => format!(
+            "node {} no longer serves slots of shard {}; its keys of them are scanned on the nodes that serve them now",
+            short_id(&cursor.node),
+            shard.label()
+        ),
+        _ => format!(
+            "node {} is no longer a primary; its keys are scanned on the primaries that hold them now",
+            short_id(&cursor.node)
+        ),
     }
-    if !reasons.is_empty() {
-        journal.set_source_nodes(&serde_json::to_string(&topology.primaries())?)?;
-    }
-    Ok(reasons)
 }
 
 /// A standalone source: every database's cursor belongs to the server
@@ -187,9 +296,10 @@ fn reconcile_standalone(journal: &mut Journal, source: &mut Side) -> Result<Vec<
     Ok(reasons)
 }
 
-/// Waits until no slot is migrating: a migrating slot's keys are split
-/// between two nodes and its final owner is not known yet.
-fn wait_for_settled_slots(source: &mut Side) -> Result<()> {
+/// Waits until no slot (with `--shard`: none of this worker's) is
+/// migrating: a migrating slot's keys are split between two nodes and its
+/// final owner is not known yet.
+fn wait_for_settled_slots(source: &mut Side, own: Option<&SlotSet>) -> Result<()> {
     let limit = source.reconnect_budget() * MIGRATION_WAIT_FACTOR;
     let started = Instant::now();
     let mut told = false;
@@ -198,10 +308,13 @@ fn wait_for_settled_slots(source: &mut Side) -> Result<()> {
             return Ok(());
         }
         source.refresh_topology()?;
-        let moving = source
+        let mut moving = source
             .topology()
             .map(|t| t.moving_slots())
             .unwrap_or_default();
+        if let Some(own) = own {
+            moving.retain(|slot| own.contains(*slot));
+        }
         if moving.is_empty() {
             return Ok(());
         }

@@ -1,6 +1,7 @@
 //! `run --dry-run`: walk the source exactly as a job would (same databases,
-//! `--match`, `--type`) and count what would be copied, per database and
-//! type. Nothing is written to the target or to the journal.
+//! `--match`, `--type`, with `--shard` this worker's slots) and count what
+//! would be copied, per database and type. Nothing is written to the
+//! target or to the journal.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -30,7 +31,11 @@ pub fn count(
 ) -> Result<DryRunCounts> {
     let mut counts = DryRunCounts::default();
     let dbs = crate::job::source_databases(source, options);
-    for node in &source.primary_addresses() {
+    let own_slots = options
+        .shard
+        .as_ref()
+        .map(crate::shard::ShardSpec::slot_set);
+    for node in &nodes_to_scan(source, own_slots.as_ref()) {
         for &db in &dbs {
             let mut cursor = 0u64;
             loop {
@@ -45,7 +50,10 @@ pub fn count(
                     .next()
                     .and_then(|(_, mut r)| r.pop())
                     .unwrap_or(Value::Nil);
-                let (keys, next) = parse_scan(reply)?;
+                let (mut keys, next) = parse_scan(reply)?;
+                if let Some(own) = &own_slots {
+                    keys = crate::shard::keys::keep_own(keys, own).0;
+                }
                 count_keys(source, node, db, &keys, &mut counts)?;
                 if next == 0 {
                     break;
@@ -55,6 +63,19 @@ pub fn count(
         }
     }
     Ok(counts)
+}
+
+/// Every primary, or with `--shard` those that serve this worker's slots.
+fn nodes_to_scan(source: &Side, own: Option<&crate::shard::SlotSet>) -> Vec<String> {
+    match (source.topology(), own) {
+        (Some(topology), Some(own)) => topology
+            .primaries()
+            .into_iter()
+            .filter(|node| own.overlaps(&node.slots))
+            .map(|node| node.address())
+            .collect(),
+        _ => source.primary_addresses(),
+    }
 }
 
 fn count_keys(

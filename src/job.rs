@@ -94,6 +94,7 @@ pub fn start(
     Journal::precheck_new(&launch.journal)?;
     let (mut source_side, mut target_side) =
         connect_sides(&source, &target, &options, &launch.shutdown)?;
+    crate::shard::check_source(&source_side, &options)?;
     let new_job = crate::preflight::NewJob {
         existing_explicit: launch.existing_explicit,
         dry_run: false,
@@ -128,6 +129,50 @@ pub fn start(
     let keys_seen: u64 = journal.counts()?.values().map(|c| c.total()).sum();
     selection.after_the_job(exit, keys_seen);
     Ok(exit)
+}
+
+/// `redis-ferry run --or-resume`: continues the journal's job when it is
+/// the job this command line describes (as `resume` would, with its exit
+/// codes), starts it when the journal holds none, and refuses a journal
+/// whose job is another, leaving it unchanged.
+pub fn start_or_resume(
+    source: Endpoint,
+    target: Endpoint,
+    options: CopyOptions,
+    launch: &Launch,
+) -> Result<Exit> {
+    let Some(job) = Journal::existing_job(&launch.journal)? else {
+        return start(source, target, options, launch);
+    };
+    let differences = crate::or_resume::differences(&job, &source, &target, &options);
+    if !differences.is_empty() {
+        bail!(
+            "journal {} holds another job than this command line asks for ({}); --or-resume only continues the same job: pass another --journal for a new job, or run `{}` to continue the journal's job with its own settings",
+            launch.journal_shown(),
+            differences.join("; "),
+            hint::command("resume", &launch.journal, "")
+        );
+    }
+    // As `status` shows it: a job recorded running that no process holds
+    // was interrupted (killed).
+    let state = match job.state {
+        JobState::Running if !crate::journal::is_locked(&launch.journal) => JobState::Interrupted,
+        state => state,
+    };
+    crate::log::info(format!(
+        "journal {} already holds this job ({}, started {}): continuing it (--or-resume)",
+        launch.journal_shown(),
+        state.as_str(),
+        crate::clock::rfc3339(job.started_at)
+    ));
+    // A --rate other than the job's applies to this run, as `resume --rate`.
+    let launch = Launch {
+        rate: launch
+            .rate
+            .or((options.rate != job.options.rate).then_some(options.rate)),
+        ..launch.clone()
+    };
+    resume(&launch, Some(source), Some(target))
 }
 
 /// `--journal-keys failures` stays accepted for scripts written for older
@@ -430,6 +475,9 @@ fn execute_scan(
     if options.follow {
         return crate::follow::session::run(journal, source, target, options, launch, command);
     }
+    if let Some(shard) = &options.shard {
+        crate::metrics::registry().set_shard(shard.index, shard.count);
+    }
     let mut progress = begin_scan(journal, &source, &target, launch, command)?;
     let settings = pipeline_settings(journal, options, &mut source, &mut target)?;
     let stop = scan_passes(
@@ -443,7 +491,15 @@ fn execute_scan(
         None,
     );
     progress.finish();
-    finish(journal, stop, &progress, launch, Ending::Job)
+    if let Some(shard) = &options.shard {
+        crate::shard::log_scan_overhead(shard, progress.counts().total());
+    }
+    let finished = matches!(stop, Stop::Finished);
+    let exit = finish(journal, stop, &progress, launch, Ending::Job)?;
+    if let Some(shard) = options.shard.as_ref().filter(|_| finished) {
+        say(&crate::shard::whole_job_hint(shard, &launch.journal));
+    }
+    Ok(exit)
 }
 
 /// Marks the run's start in the journal and the log; returns its progress.
@@ -459,15 +515,19 @@ pub(crate) fn begin_scan(
     let cursors = journal.cursors()?;
     let total: u64 = cursors.iter().filter_map(|c| c.keys_expected).sum();
     let done_before: u64 = cursors.iter().map(|c| c.keys_scanned).sum();
-    crate::progress::log_start(&scan_start_line(
-        command,
-        source,
-        target,
-        &cursors,
-        total.max(done_before),
-        done_before,
-        launch,
-    ));
+    let shard = journal.job()?.and_then(|job| job.options.shard);
+    crate::progress::log_start(&StartLine {
+        selection: shard.as_ref().map(crate::shard::selection_text),
+        ..scan_start_line(
+            command,
+            source,
+            target,
+            &cursors,
+            total.max(done_before),
+            done_before,
+            launch,
+        )
+    });
     Ok(Progress::new(
         launch.progress,
         Some(total.max(done_before)),
@@ -592,9 +652,19 @@ pub(crate) fn target_changed(journal: &Journal, target: &mut Side) -> Result<Opt
 
 /// How many copy workers a job runs: each keeps one batch in flight (its
 /// fence, read and write take three round trips and the hold), so many
-/// hide each other's waits; a large cluster source gets more.
+/// hide each other's waits; a large cluster source gets more (with
+/// `--shard`, counted over the primaries that serve this worker's slots).
 fn worker_count(source: &Side, options: &CopyOptions) -> usize {
-    let primaries = source.topology().map_or(1, |t| t.primaries().len()) as u64;
+    let own = options
+        .shard
+        .as_ref()
+        .map(crate::shard::ShardSpec::slot_set);
+    let primaries = source.topology().map_or(1, |t| {
+        t.primaries()
+            .iter()
+            .filter(|node| own.as_ref().is_none_or(|own| own.overlaps(&node.slots)))
+            .count()
+    }) as u64;
     // A batch is held open for the fence's hold: more of them in flight.
     let holding = if options.no_fence {
         0

@@ -12,7 +12,8 @@
 //!
 //! A job, from the outside in:
 //! - [`job`]: run / resume / retry: what to copy, the checks before writing,
-//!   how a job ends.
+//!   how a job ends; [`or_resume`]: whether a journal holds the job a
+//!   `run --or-resume` command line describes.
 //! - [`pipeline`]: listers → copy workers → journal, overlapping.
 //! - [`scan`]: SCAN cursors walked as checkpointable batches of keys.
 //! - [`copy`]: one batch copied under the fence (WATCH before the read),
@@ -28,6 +29,8 @@
 //!   and the per-key CSV audit log.
 //! - [`verify`]: source and target compared key by key (DUMP first, then
 //!   by type, big values in chunks); differences become `mismatch`.
+//! - [`shard`]: `--shard I/N`, one worker's share of a cluster's hash
+//!   slots, and the journals of several workers read as one job.
 //!
 //! Talking to Redis:
 //! - [`endpoint`]: URLs, passwords (never shown), TLS.
@@ -68,6 +71,7 @@ pub mod journal;
 pub mod log;
 pub mod metrics;
 pub mod options;
+pub mod or_resume;
 pub mod outcome;
 pub mod output;
 pub mod pipeline;
@@ -79,6 +83,7 @@ pub mod report;
 pub mod route;
 pub mod scan;
 pub mod server;
+pub mod shard;
 pub mod side;
 pub mod status;
 pub mod verify;

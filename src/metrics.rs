@@ -81,6 +81,10 @@ pub struct Registry {
     /// f64 bits.
     follow_lag: AtomicU64,
     started_unix: AtomicU64,
+    /// `--shard`: keys SCAN returned that belong to other workers' slots.
+    foreign_keys: AtomicU64,
+    /// `--shard I/N` as `(I << 32) | N`, or [`UNKNOWN`] when not sharded.
+    shard: AtomicU64,
 }
 
 impl Registry {
@@ -98,6 +102,8 @@ impl Registry {
             follow_pending: AtomicU64::new(0),
             follow_lag: AtomicU64::new(0),
             started_unix: AtomicU64::new(0),
+            foreign_keys: AtomicU64::new(0),
+            shard: AtomicU64::new(UNKNOWN),
         }
     }
 
@@ -148,6 +154,22 @@ impl Registry {
         self.follow_lag
             .store(lag.as_secs_f64().to_bits(), Ordering::Relaxed);
         self.following.store(true, Ordering::Relaxed);
+    }
+
+    /// `--shard`: `keys` that SCAN returned belong to other workers.
+    pub fn add_foreign_keys(&self, keys: u64) {
+        self.foreign_keys.fetch_add(keys, Ordering::Relaxed);
+    }
+
+    /// Keys of other workers' slots SCAN returned to this process so far.
+    pub fn foreign_keys(&self) -> u64 {
+        self.foreign_keys.load(Ordering::Relaxed)
+    }
+
+    /// This process is worker `index` of `count` (`--shard`).
+    pub fn set_shard(&self, index: u32, count: u32) {
+        self.shard
+            .store(u64::from(index) << 32 | u64::from(count), Ordering::Relaxed);
     }
 
     fn mark_started(&self) {
@@ -243,6 +265,26 @@ impl Registry {
                 "redis_ferry_follow_lag_seconds",
                 "How long the oldest pending change has waited.",
                 f64::from_bits(load(&self.follow_lag)),
+            );
+        }
+        if let Some(shard) = known(load(&self.shard)) {
+            header(
+                &mut out,
+                "redis_ferry_shard_info",
+                "gauge",
+                "This worker's --shard: index (from 0) and count of workers.",
+            );
+            let _ = writeln!(
+                out,
+                "redis_ferry_shard_info{{index=\"{}\",count=\"{}\"}} 1",
+                shard >> 32,
+                shard & u64::from(u32::MAX)
+            );
+            counter(
+                &mut out,
+                "redis_ferry_shard_foreign_keys_scanned_total",
+                "Keys SCAN returned to this worker that belong to other workers' slots (scanned, not copied): the cost of sharing nodes.",
+                load(&self.foreign_keys),
             );
         }
         gauge(
@@ -483,6 +525,24 @@ mod tests {
     fn value_of<'a>(text: &'a str, series: &str) -> Option<&'a str> {
         text.lines()
             .find_map(|line| line.strip_prefix(series)?.strip_prefix(' '))
+    }
+
+    #[test]
+    fn a_sharded_worker_shows_its_shard_and_scan_overhead() {
+        let registry = Registry::new();
+        assert!(!registry.render().contains("redis_ferry_shard"));
+        registry.set_shard(1, 3);
+        registry.add_foreign_keys(7);
+        registry.add_foreign_keys(5);
+        let text = registry.render();
+        assert_eq!(
+            value_of(&text, "redis_ferry_shard_info{index=\"1\",count=\"3\"}"),
+            Some("1")
+        );
+        assert_eq!(
+            value_of(&text, "redis_ferry_shard_foreign_keys_scanned_total"),
+            Some("12")
+        );
     }
 
     #[test]

@@ -110,6 +110,10 @@ pub struct CopyOptions {
     /// Carry each key's LRU idle time or LFU frequency (RESTORE IDLETIME/FREQ).
     #[serde(default)]
     pub keep_idle: bool,
+    /// `--shard I/N`: this worker's share of a cluster source's hash slots
+    /// (`None`: every slot). See [`crate::shard`].
+    #[serde(default)]
+    pub shard: Option<crate::shard::ShardSpec>,
 }
 
 /// The default of `--fence-hold`.
@@ -140,6 +144,7 @@ impl Default for CopyOptions {
             fence_hold_ms: DEFAULT_FENCE_HOLD_MS,
             follow: false,
             notify_configured: false,
+            shard: None,
         }
     }
 }

@@ -388,7 +388,19 @@ pub fn check_target_holds_keys(
             }
         })
         .collect();
-    let counts = target.key_counts()?;
+    // The workers of a sharded job all write the same target: a worker
+    // looks only at the keys of its own slots, which no other worker writes.
+    let (counts, place) = match &options.shard {
+        None => (target.key_counts()?, String::new()),
+        Some(shard) => (
+            crate::shard::keys::counts_in_slots(target, &written, &shard.slot_set())?,
+            format!(
+                " in the slots of shard {} ({})",
+                shard.label(),
+                shard.slots_text()
+            ),
+        ),
+    };
     let (holding, others): (BTreeMap<i64, u64>, BTreeMap<i64, u64>) = counts
         .into_iter()
         .filter(|(_, keys)| *keys > 0)
@@ -408,13 +420,13 @@ pub fn check_target_holds_keys(
     if !new_job.existing_explicit {
         if new_job.dry_run {
             crate::log::warn(format!(
-                "target {url} already holds {total} keys in the databases this job would write ({listing}); \
+                "target {url} already holds {total} keys{place} in the databases this job would write ({listing}); \
                  a real run refuses to start unless --existing replace (keys of the same name are overwritten) or --existing skip (they are kept) is given"
             ));
             return Ok(());
         }
         bail!(
-            "target {url} already holds {total} keys in the databases this job would write ({listing}): \
+            "target {url} already holds {total} keys{place} in the databases this job would write ({listing}): \
              is --target the new server? If it is meant to hold keys already (dual writes, a second attempt), \
              say how to treat keys of the same name: --existing replace (overwrite them with the source's) or --existing skip (keep the target's)"
         );
@@ -424,7 +436,7 @@ pub fn check_target_holds_keys(
         Existing::Skip => "keys of the same name are kept as they are (outcome skipped)",
     };
     crate::log::warn(format!(
-        "target {url} already holds {total} keys in the databases this job writes ({listing}); --existing {}: {treatment}",
+        "target {url} already holds {total} keys{place} in the databases this job writes ({listing}); --existing {}: {treatment}",
         existing_name(options.existing)
     ));
     Ok(())

@@ -5,6 +5,10 @@
 //! the batch is journaled, a resume starts there and never skips a key.
 //! Listing is separate from reading so that each batch's copy can set up
 //! its fence before the keys are read (see [`crate::copy::fence`]).
+//!
+//! A worker of a sharded job (`--shard`) keeps only the keys of its own
+//! slots from each page; the others belong to another worker, and are
+//! counted as the scan's overhead ([`crate::metrics`]).
 
 use std::time::{Duration, Instant};
 
@@ -45,7 +49,8 @@ pub struct Checkpoint {
     /// SCAN returned cursor 0: this database of this node is covered.
     pub done: bool,
     pub run_id: String,
-    /// Keys SCAN returned for this batch.
+    /// Keys SCAN returned for this batch (of this worker's slots, with
+    /// `--shard`).
     pub scanned: u64,
 }
 
@@ -85,9 +90,20 @@ pub fn scan_task(
         .context("no reply from the source")?;
     let (mut keys, mut next) = parse_scan(reply).with_context(failed)?;
     let mut last_emit = Instant::now();
+    let own_slots = options
+        .shard
+        .as_ref()
+        .map(crate::shard::ShardSpec::slot_set);
     loop {
         if stop.requested() {
             return Ok(false);
+        }
+        // A sharded worker keeps only its slots' keys (of the first page
+        // and of each following one) before sizing and copying them.
+        if let Some(slots) = &own_slots {
+            let (own, foreign) = crate::shard::keys::keep_own(std::mem::take(&mut keys), slots);
+            crate::metrics::registry().add_foreign_keys(foreign);
+            keys = own;
         }
         limiter.acquire(keys.len());
         let done = next == 0;

@@ -2,6 +2,10 @@
 //! (no server is contacted), so it works from a second terminal while a
 //! run is writing. [`JobSummary`] is also the base of `report`, which is why
 //! the two always agree on every count.
+//!
+//! Given the journals of a sharded job's workers (several `--journal`, or
+//! their directory), it shows their union as one job, with each worker's
+//! state and progress ([`crate::shard::workers`]).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -33,6 +37,13 @@ pub struct JobSummary {
     pub follow: Option<crate::follow::FollowView>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub follow_gaps: Vec<GapView>,
+    /// The union of a sharded job's workers: each worker (empty for one
+    /// journal).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub workers: Vec<crate::shard::workers::WorkerView>,
+    /// What to know about the workers given (missing ones, differences).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
 }
 
 /// One gap of a following job.
@@ -88,6 +99,9 @@ pub struct CursorView {
     pub keys_scanned: u64,
     pub keys_expected: Option<u64>,
     pub updated_at: String,
+    /// In the union of a sharded job: the worker whose cursor this is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shard: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -113,12 +127,18 @@ impl JobSummary {
     /// Reads the summary from a journal that holds a job, all as of one
     /// moment (the writer may commit between two of the reads).
     pub fn read(journal: &JournalReader) -> Result<JobSummary> {
-        journal.consistently(JobSummary::read_now)
+        let active = journal::is_locked(journal.path());
+        journal.consistently(|journal| JobSummary::read_now(journal, active))
     }
 
-    pub(crate) fn read_now(journal: &JournalReader) -> Result<JobSummary> {
+    /// The summary from inside a read transaction. `active`: whether a
+    /// process held the journal's lock just *before* the transaction's
+    /// snapshot. Looked at after it, a job that completed and whose process
+    /// exited in between would read as running without a process:
+    /// interrupted. Looked at before, a lock already released means the
+    /// snapshot holds the job's last state.
+    pub(crate) fn read_now(journal: &JournalReader, active: bool) -> Result<JobSummary> {
         let job = journal.job()?;
-        let active = journal::is_locked(journal.path());
         let state = if job.state == JobState::Running && !active {
             JobState::Interrupted
         } else {
@@ -242,6 +262,7 @@ impl JobSummary {
                     keys_scanned: c.keys_scanned,
                     keys_expected: c.keys_expected,
                     updated_at: rfc3339(c.updated_at),
+                    shard: None,
                 })
                 .collect(),
             progress: ProgressView {
@@ -254,6 +275,8 @@ impl JobSummary {
             last_errors,
             follow,
             follow_gaps,
+            workers: Vec::new(),
+            notes: Vec::new(),
         })
     }
 
@@ -261,10 +284,13 @@ impl JobSummary {
     pub fn to_text(&self, journal: &Path) -> String {
         let mut out = String::new();
         let job = &self.job;
-        let activity = if job.active {
-            " (a process is working on it)"
+        let working = self.workers.iter().filter(|w| w.active).count();
+        let activity = if !self.workers.is_empty() {
+            format!(" ({} workers, {working} working now)", self.workers.len())
+        } else if job.active {
+            " (a process is working on it)".to_string()
         } else {
-            ""
+            String::new()
         };
         let _ = writeln!(out, "job:      {}{activity}", job.state);
         let _ = writeln!(out, "source:   {}", job.source);
@@ -272,6 +298,15 @@ impl JobSummary {
         let _ = writeln!(out, "started:  {}", job.started_at);
         if let Some(finished) = &job.finished_at {
             let _ = writeln!(out, "finished: {finished}");
+        }
+        if let Some(shard) = &job.options.shard {
+            let _ = writeln!(
+                out,
+                "shard:    {} (slots {}, {} of 16384)",
+                shard.label(),
+                shard.slots_text(),
+                shard.slot_set().len()
+            );
         }
         let o = &self.outcomes;
         let _ = writeln!(
@@ -284,12 +319,18 @@ impl JobSummary {
             "progress: {} of ~{} keys scanned",
             p.keys_scanned, p.keys_expected
         );
-        if let Some(rate) = p.rate_keys_per_second {
-            let _ = write!(
-                line,
-                ", {rate:.0} keys/s in the latest {}",
-                p.latest_command.as_deref().unwrap_or("run")
-            );
+        match p.rate_keys_per_second {
+            Some(rate) if !self.workers.is_empty() => {
+                let _ = write!(line, ", {rate:.0} keys/s (the workers working now)");
+            }
+            Some(rate) => {
+                let _ = write!(
+                    line,
+                    ", {rate:.0} keys/s in the latest {}",
+                    p.latest_command.as_deref().unwrap_or("run")
+                );
+            }
+            None => {}
         }
         if let Some(eta) = p.eta_seconds {
             let _ = write!(
@@ -320,7 +361,9 @@ impl JobSummary {
                 );
             }
         }
-        if !self.cursors.is_empty() {
+        if !self.workers.is_empty() {
+            out.push_str(&workers_text(&self.workers));
+        } else if !self.cursors.is_empty() {
             let _ = writeln!(out, "cursors:");
             for c in &self.cursors {
                 let state = if c.done {
@@ -348,7 +391,13 @@ impl JobSummary {
                 let _ = writeln!(out, "  db {} \"{}\": {} ({})", e.db, e.key, e.error, e.at);
             }
         }
-        if !job.active && matches!(job.state.as_str(), "interrupted" | "failed" | "running") {
+        for note in &self.notes {
+            let _ = writeln!(out, "note:     {note}");
+        }
+        if !self.workers.is_empty() {
+            out.push_str(&workers_next(&self.workers, &job.source, &job.target));
+        } else if !job.active && matches!(job.state.as_str(), "interrupted" | "failed" | "running")
+        {
             let _ = writeln!(
                 out,
                 "next:     `{}` continues the job{}",
@@ -358,6 +407,72 @@ impl JobSummary {
         }
         out
     }
+}
+
+/// One line per worker of a sharded job: shard, slots, state, counts and
+/// how far its scan got.
+fn workers_text(workers: &[crate::shard::workers::WorkerView]) -> String {
+    let mut out = String::from("workers:\n");
+    let width = |text: &dyn Fn(&crate::shard::workers::WorkerView) -> String| {
+        workers.iter().map(|w| text(w).len()).max().unwrap_or(0)
+    };
+    let shard = |w: &crate::shard::workers::WorkerView| w.shard.clone().unwrap_or("?".into());
+    let slots = |w: &crate::shard::workers::WorkerView| w.slots.clone().unwrap_or_default();
+    let state = |w: &crate::shard::workers::WorkerView| {
+        format!("{}{}", w.state, if w.active { " (working)" } else { "" })
+    };
+    let (shard_width, slots_width, state_width) = (width(&shard), width(&slots), width(&state));
+    for worker in workers {
+        let o = &worker.outcomes;
+        let progress = worker
+            .progress
+            .as_ref()
+            .map(|p| {
+                let rate = p
+                    .rate_keys_per_second
+                    .filter(|_| worker.active)
+                    .map(|rate| format!(", {rate:.0} keys/s"))
+                    .unwrap_or_default();
+                format!("; {} of ~{} scanned{rate}", p.keys_scanned, p.keys_expected)
+            })
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "  {:<shard_width$}  slots {:<slots_width$}  {:<state_width$}  {} restored, {} expired, {} skipped, {} failed, {} mismatch{progress}  ({})",
+            shard(worker),
+            slots(worker),
+            state(worker),
+            o.restored,
+            o.expired,
+            o.skipped,
+            o.failed,
+            o.mismatch,
+            worker.journal
+        );
+    }
+    out
+}
+
+/// The commands that continue the workers no process is working on.
+fn workers_next(
+    workers: &[crate::shard::workers::WorkerView],
+    source: &str,
+    target: &str,
+) -> String {
+    let mut out = String::new();
+    for worker in workers
+        .iter()
+        .filter(|w| !w.active && matches!(w.state.as_str(), "interrupted" | "failed" | "running"))
+    {
+        let _ = writeln!(
+            out,
+            "next:     `{}` continues shard {}{}",
+            hint::command("resume", Path::new(&worker.journal), ""),
+            worker.shard.as_deref().unwrap_or("?"),
+            hint::passwords_again(source, target)
+        );
+    }
+    out
 }
 
 /// `in sync (0 keys pending), 1204 changes applied, 0 gaps`.
@@ -427,6 +542,23 @@ impl Default for StartingSummary {
     fn default() -> Self {
         StartingSummary::new()
     }
+}
+
+/// `redis-ferry status [--json]` on several journals: the workers of one
+/// sharded job, shown as one job (one journal: as [`run`]).
+pub fn run_merged(journal_paths: &[std::path::PathBuf], json: bool) -> Result<Exit> {
+    if let [only] = journal_paths {
+        return run(only, json);
+    }
+    let workers = crate::shard::workers::Workers::open(journal_paths)?;
+    let summary = crate::shard::workers::merge(&workers)?;
+    let text = if json {
+        serde_json::to_string_pretty(&summary)? + "\n"
+    } else {
+        summary.to_text(&workers.journals[0].path)
+    };
+    crate::output::print(&text)?;
+    Ok(Exit::Success)
 }
 
 /// `redis-ferry status [--json]`.

@@ -283,6 +283,10 @@ fn job_scope(options: &CopyOptions, sides: &mut Sides, settings: &VerifySettings
         globs: patterns.iter().flatten().map(|p| Glob::new(p)).collect(),
         key_type: options.key_type.clone(),
         scan_count: settings.scan_count.unwrap_or(options.scan_count),
+        slots: options
+            .shard
+            .as_ref()
+            .map(|shard| std::sync::Arc::new(shard.slot_set())),
     };
     check_cluster_target(sides, &dbs)?;
     Ok(Scope { dbs, filter })
@@ -352,6 +356,7 @@ fn url_scope(
             .collect(),
         key_type: None,
         scan_count: settings.scan_count.unwrap_or(1000),
+        slots: None,
     };
     check_cluster_target(sides, &dbs)?;
     Ok(Scope { dbs, filter })

@@ -139,6 +139,31 @@ fn warn_about_url_passwords(endpoints: &[Option<&Endpoint>]) {
     ));
 }
 
+/// `--journal PATH`, repeatable, for the commands that read journals
+/// (`status`, `report`): several journals, or a directory holding them,
+/// are the workers of one sharded job, shown as one job.
+#[derive(Debug, Clone, Args)]
+pub struct JournalsArg {
+    /// The job's journal (SQLite file); several (repeat the flag), or a directory of them: a sharded job's workers.
+    ///
+    /// The journals of the workers of one `run --shard I/N` job are read
+    /// as one job: counts summed, each worker's state listed, one verdict.
+    /// A directory stands for the `.db` files directly in it.
+    #[arg(long = "journal", value_name = "PATH", default_value = "./redis-ferry.db",
+          action = clap::ArgAction::Append)]
+    pub journals: Vec<PathBuf>,
+}
+
+impl JournalsArg {
+    /// The journals named (directories expanded), each place checked.
+    pub fn journals(&self) -> Result<Vec<PathBuf>> {
+        for path in self.journals.iter().filter(|path| !path.is_dir()) {
+            journal_place::check(path, journal_place::JournalUse::Read)?;
+        }
+        crate::shard::workers::expand(&self.journals)
+    }
+}
+
 /// `--progress` and `--log-interval`, for the commands that work for a while.
 #[derive(Debug, Clone, Args)]
 pub struct ProgressArgs {

@@ -1,10 +1,9 @@
-//! `redis-ferry report [--journal PATH] [--format text|markdown|json|csv] [--output FILE]`.
+//! `redis-ferry report [--journal PATH ...] [--format text|markdown|json|csv] [--output FILE]`.
 
 use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::cli::JournalArg;
 use crate::exit::Exit;
 use crate::interrupt::Shutdown;
 use crate::report::{self, Format, ReportSettings};
@@ -12,7 +11,7 @@ use crate::report::{self, Format, ReportSettings};
 #[derive(Debug, Args)]
 pub struct ReportArgs {
     #[command(flatten)]
-    pub journal: JournalArg,
+    pub journals: super::JournalsArg,
     /// text, markdown or json: the summary; csv: one row per key (the audit log).
     ///
     /// text, markdown and json ask both servers for their key counts now;
@@ -28,13 +27,10 @@ pub struct ReportArgs {
 }
 
 pub fn run(args: ReportArgs, shutdown: &Shutdown) -> anyhow::Result<Exit> {
-    super::journal_place::check(
-        &args.journal.journal,
-        super::journal_place::JournalUse::Read,
-    )?;
+    let journals = args.journals.journals()?;
     let (source, target) = args.servers.endpoints()?;
     let settings = ReportSettings {
-        journal: args.journal.journal,
+        journals,
         format: args.format,
         output: args.output,
         source,

@@ -146,6 +146,28 @@ pub struct RunArgs {
     /// commands or in chunks start fresh (no command sets them).
     #[arg(long)]
     pub keep_idle: bool,
+    /// Cluster source: copy only worker I's share of the hash slots, of N workers (I from 0).
+    ///
+    /// Run N workers with I = 0 to N-1, each with its own --journal: together
+    /// they copy every key once, also while slots move. Worker I owns the
+    /// I-th of N contiguous ranges of the 16,384 slots (where `redis-cli
+    /// --cluster create` cuts them for N primaries), which depends on I and
+    /// N alone, so workers that start at different times still agree. A
+    /// worker scans the nodes that serve its slots now and keeps the keys
+    /// of its slots. `status` and `report` take the journals of all
+    /// workers (several --journal, or their directory) and merge them.
+    #[arg(long, value_name = "I/N", value_parser = crate::shard::split::parse_shard)]
+    pub shard: Option<crate::shard::ShardSpec>,
+    /// Continue the journal's job if it is this same job (as `resume`), otherwise start it.
+    ///
+    /// For a supervisor (Kubernetes, systemd) that repeats one command
+    /// line after any crash: the first time it starts the job; later it
+    /// continues it, with the exit codes of `resume` (a completed job: 0).
+    /// A journal whose job has another source, target or options is
+    /// refused (exit 1) and left unchanged. A different --rate applies to
+    /// that run only, as `resume --rate` does.
+    #[arg(long, conflicts_with = "dry_run")]
+    pub or_resume: bool,
 }
 
 fn parse_db_map(text: &str) -> Result<(i64, i64), String> {
@@ -194,7 +216,11 @@ pub fn run(args: RunArgs, shutdown: &Shutdown) -> Result<Exit> {
                 &options,
                 new_job,
             )?;
+            crate::shard::check_source(&source_side, &options)?;
             return crate::dry_run::run(&mut source_side, &options, shutdown);
+        }
+        if args.or_resume {
+            return job::start_or_resume(source, target, options, &launch);
         }
         job::start(source, target, options, &launch)
     })
@@ -267,10 +293,16 @@ fn copy_options(args: &RunArgs, source: &Endpoint, target: &Endpoint) -> Result<
         restore_mode: args.restore_mode,
         big_key_threshold: args.big_key_threshold,
         keep_idle: args.keep_idle,
+        shard: args.shard.clone(),
     };
     if options.follow && options.key_type.is_some() {
         return Err(usage_error(
             "--follow copies every key that changes and cannot tell its type before reading it; drop --type (use --match to narrow the keys)",
+        ));
+    }
+    if options.follow && options.shard.is_some() {
+        return Err(usage_error(
+            "--follow cannot be combined with --shard yet (each worker would have to follow the changes of its own slots only): copy the shards without --follow while the application writes to both servers (dual writes; the fence holds per worker), or follow with one worker without --shard",
         ));
     }
     if options.follow && options.no_fence {

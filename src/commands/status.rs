@@ -1,23 +1,19 @@
-//! `redis-ferry status [--journal PATH] [--json]`.
+//! `redis-ferry status [--journal PATH ...] [--json]`.
 
 use clap::Args;
 
-use crate::cli::JournalArg;
 use crate::exit::Exit;
 
 #[derive(Debug, Args)]
 pub struct StatusArgs {
     #[command(flatten)]
-    pub journal: JournalArg,
+    pub journals: super::JournalsArg,
     /// Print one JSON object (the contract's shape) instead of text.
     #[arg(long)]
     pub json: bool,
 }
 
 pub fn run(args: StatusArgs) -> anyhow::Result<Exit> {
-    super::journal_place::check(
-        &args.journal.journal,
-        super::journal_place::JournalUse::Read,
-    )?;
-    crate::status::run(&args.journal.journal, args.json)
+    let journals = args.journals.journals()?;
+    crate::status::run_merged(&journals, args.json)
 }

@@ -85,6 +85,25 @@ impl Journal {
         }
     }
 
+    /// The job a journal already holds, read without writing anything or
+    /// leaving a `-wal` or `-shm` file behind (`run --or-resume` decides
+    /// with it). `None`: no file yet, an empty file, or no job recorded.
+    pub fn existing_job(path: &Path) -> Result<Option<JobRecord>> {
+        if !path.exists() {
+            return Ok(None);
+        }
+        check_exists(path)?;
+        if check_is_sqlite(path)? {
+            return Ok(None);
+        }
+        // Held (when free) so that no writer starts while we look.
+        let _lock = JournalLock::try_acquire(path)?;
+        let existing = read::open_for_check(path)?;
+        let version = schema_version_of(&existing, path)?;
+        check_is_ours(&existing, path, version)?;
+        read_job(&existing, path)
+    }
+
     /// Opens an existing journal to drive its job (`resume`, `retry`,
     /// `verify`), taking the lock and upgrading an older schema.
     pub fn open_to_drive(path: &Path) -> Result<Journal> {

@@ -4,6 +4,11 @@
 //! written (`restore`, `commands` or `chunked`; empty when nothing was
 //! written: the key was deleted, skipped, or failed before it was written).
 //!
+//! The journals of a sharded job's workers export as one CSV
+//! ([`write_merged_csv`]): each worker's rows in turn, in shard order, with
+//! a `shard` column (`1/3`) right after the contract's eight, then
+//! `method` (the contract adds `shard` after the first eight columns).
+//!
 //! Rows are streamed from the journal in the order keys were first recorded
 //! (a key recorded again keeps its place) straight into the CSV writer, so
 //! memory stays flat for any number of keys. Keys are escaped
@@ -19,6 +24,7 @@ use crate::clock::rfc3339;
 use crate::escape::escape_key;
 use crate::interrupt::Shutdown;
 use crate::journal::{JournalReader, KeyRow};
+use crate::shard::workers::Workers;
 
 use super::output::Interrupted;
 
@@ -35,6 +41,20 @@ pub const CSV_HEADER: [&str; 9] = [
     "method",
 ];
 
+/// The columns of the workers' journals exported together.
+pub const MERGED_CSV_HEADER: [&str; 10] = [
+    "db",
+    "key",
+    "outcome",
+    "ttl_ms",
+    "size_bytes",
+    "attempts",
+    "error",
+    "updated_at",
+    "shard",
+    "method",
+];
+
 /// Rows between two looks at the Ctrl-C flag.
 const CHECK_EVERY: u64 = 10_000;
 
@@ -43,23 +63,58 @@ pub fn write_csv(journal: &JournalReader, out: &mut dyn Write, shutdown: &Shutdo
     let mut writer = csv::Writer::from_writer(out);
     writer.write_record(CSV_HEADER).map_err(csv_error)?;
     let mut rows = 0u64;
-    let mut record = csv::ByteRecord::new();
-    journal.for_each_key(|row| {
-        fill_record(&mut record, &row);
-        writer.write_byte_record(&record).map_err(csv_error)?;
-        rows += 1;
-        if rows.is_multiple_of(CHECK_EVERY) && shutdown.requested() {
-            return Err(Interrupted.into());
-        }
-        Ok(())
-    })?;
+    write_rows(&mut writer, journal, None, &mut rows, shutdown)?;
     writer.flush()?;
     Ok(rows)
 }
 
+/// Writes the workers' audit logs as one, with the `shard` column;
+/// returns how many key rows were written.
+pub fn write_merged_csv(
+    workers: &Workers,
+    out: &mut dyn Write,
+    shutdown: &Shutdown,
+) -> Result<u64> {
+    let mut writer = csv::Writer::from_writer(out);
+    writer.write_record(MERGED_CSV_HEADER).map_err(csv_error)?;
+    let mut rows = 0u64;
+    for worker in workers.journals.iter().filter(|w| w.job.is_some()) {
+        let label = worker.label();
+        write_rows(
+            &mut writer,
+            &worker.reader,
+            Some(&label),
+            &mut rows,
+            shutdown,
+        )?;
+    }
+    writer.flush()?;
+    Ok(rows)
+}
+
+/// Streams one journal's rows into `writer`, counting them in `rows`.
+fn write_rows(
+    writer: &mut csv::Writer<&mut dyn Write>,
+    journal: &JournalReader,
+    shard: Option<&str>,
+    rows: &mut u64,
+    shutdown: &Shutdown,
+) -> Result<()> {
+    let mut record = csv::ByteRecord::new();
+    journal.for_each_key(|row| {
+        fill_record(&mut record, &row, shard);
+        writer.write_byte_record(&record).map_err(csv_error)?;
+        *rows += 1;
+        if rows.is_multiple_of(CHECK_EVERY) && shutdown.requested() {
+            return Err(Interrupted.into());
+        }
+        Ok(())
+    })
+}
+
 /// One row, reusing the record's buffer (no allocation per row beyond the
-/// escaped key).
-fn fill_record(record: &mut csv::ByteRecord, row: &KeyRow) {
+/// escaped key); `shard` adds the merged export's column.
+fn fill_record(record: &mut csv::ByteRecord, row: &KeyRow, shard: Option<&str>) {
     let optional = |value: Option<i64>| value.map(|v| v.to_string()).unwrap_or_default();
     record.clear();
     record.push_field(row.db.to_string().as_bytes());
@@ -70,6 +125,9 @@ fn fill_record(record: &mut csv::ByteRecord, row: &KeyRow) {
     record.push_field(row.attempts.to_string().as_bytes());
     record.push_field(row.error.as_deref().unwrap_or("").as_bytes());
     record.push_field(rfc3339(row.updated_at).as_bytes());
+    if let Some(shard) = shard {
+        record.push_field(shard.as_bytes());
+    }
     record.push_field(row.method.map(|m| m.as_str()).unwrap_or("").as_bytes());
 }
 

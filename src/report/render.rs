@@ -119,6 +119,12 @@ fn text(report: &Report) -> String {
     }
     out.push('\n');
     out.push_str(&aligned_table(&table_rows(report)));
+    if !report.workers.is_empty() {
+        let _ = writeln!(out, "\nworkers:");
+        for row in worker_rows(report) {
+            let _ = writeln!(out, "  {}", row.join("  "));
+        }
+    }
     let _ = writeln!(out, "\nverdict: {}", report.verdict.text);
     for note in &report.notes {
         let _ = writeln!(out, "note: {note}");
@@ -137,9 +143,14 @@ fn text(report: &Report) -> String {
                 || "no exit code (killed?)".to_string(),
                 |c| format!("exit {c}"),
             );
+            let shard = run
+                .shard
+                .as_ref()
+                .map(|shard| format!("shard {shard}  "))
+                .unwrap_or_default();
             let _ = writeln!(
                 out,
-                "  {:<7} {}  {} keys in {}, {exit}",
+                "  {shard}{:<7} {}  {} keys in {}, {exit}",
                 run.command,
                 run.started_at,
                 run.keys_processed,
@@ -148,6 +159,34 @@ fn text(report: &Report) -> String {
         }
     }
     out
+}
+
+/// One row per worker: shard, slots, state, counts, journal.
+fn worker_rows(report: &Report) -> Vec<[String; 5]> {
+    let mut rows: Vec<[String; 5]> = report
+        .workers
+        .iter()
+        .map(|worker| {
+            let o = &worker.outcomes;
+            [
+                format!("shard {}", worker.shard.as_deref().unwrap_or("?")),
+                format!("slots {}", worker.slots.as_deref().unwrap_or("?")),
+                worker.state.clone(),
+                format!(
+                    "{} restored, {} expired, {} skipped, {} failed, {} mismatch",
+                    o.restored, o.expired, o.skipped, o.failed, o.mismatch
+                ),
+                worker.journal.clone(),
+            ]
+        })
+        .collect();
+    for column in 0..3 {
+        let width = rows.iter().map(|row| row[column].len()).max().unwrap_or(0);
+        for row in &mut rows {
+            row[column] = format!("{:<width$}", row[column]);
+        }
+    }
+    rows
 }
 
 /// The job's facts as (label, value) pairs, shared by text and markdown.
@@ -174,6 +213,27 @@ fn facts(report: &Report) -> Vec<(&'static str, String)> {
         ),
     ));
     facts.push(("options", option_flags(&job.options)));
+    if let Some(count) = report.workers.iter().find_map(|worker| worker.count) {
+        let given: Vec<&str> = report
+            .workers
+            .iter()
+            .filter_map(|worker| worker.shard.as_deref())
+            .collect();
+        let missing = crate::shard::workers::missing_shards(&report.workers);
+        let missing = if missing.is_empty() {
+            String::new()
+        } else {
+            format!("; missing {}", missing.join(", "))
+        };
+        facts.push((
+            "workers",
+            format!(
+                "{} of {count} (--shard {}){missing}",
+                given.len(),
+                given.join(", ")
+            ),
+        ));
+    }
     if let Some(error) = &job.last_error {
         facts.push(("stopped", one_line(error)));
     }
@@ -220,6 +280,9 @@ fn option_flags(options: &CopyOptions) -> String {
     }
     if options.source_replicas {
         flags.push("--source-replicas".to_string());
+    }
+    if let Some(shard) = &options.shard {
+        flags.push(format!("--shard {}", shard.label()));
     }
     flags.join(" ")
 }
@@ -303,6 +366,28 @@ fn markdown(report: &Report) -> String {
     for row in table_rows(report) {
         let _ = writeln!(out, "| {} |", row.join(" | "));
     }
+    if !report.workers.is_empty() {
+        let _ = writeln!(
+            out,
+            "\n## Workers\n\n| shard | slots | state | restored | expired | skipped | failed | mismatch | journal |\n| --- | --- | --- | ---: | ---: | ---: | ---: | ---: | --- |"
+        );
+        for worker in &report.workers {
+            let o = &worker.outcomes;
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} | {} | {} | {} | {} | `{}` |",
+                worker.shard.as_deref().unwrap_or("?"),
+                worker.slots.as_deref().unwrap_or("?"),
+                worker.state,
+                o.restored,
+                o.expired,
+                o.skipped,
+                o.failed,
+                o.mismatch,
+                worker.journal.replace('|', "\\|")
+            );
+        }
+    }
     if !report.notes.is_empty() {
         out.push('\n');
         for note in &report.notes {
@@ -325,10 +410,14 @@ fn markdown(report: &Report) -> String {
         );
         for run in &report.runs {
             let exit = run.exit_code.map_or("-".to_string(), |c| c.to_string());
+            let command = match &run.shard {
+                Some(shard) => format!("{} (shard {shard})", run.command),
+                None => run.command.clone(),
+            };
             let _ = writeln!(
                 out,
                 "| {} | {} | {} | {} | {exit} |",
-                run.command,
+                command,
                 run.started_at,
                 run.keys_processed,
                 seconds(run.seconds)

@@ -38,11 +38,14 @@ pub struct KeyFilter {
     /// Sent as SCAN TYPE; checked with TYPE for a sample.
     pub key_type: Option<String>,
     pub scan_count: u32,
+    /// A sharded job's worker (`--shard`): only the keys of its slots.
+    pub slots: Option<std::sync::Arc<crate::shard::SlotSet>>,
 }
 
 impl KeyFilter {
     pub fn wants(&self, key: &[u8]) -> bool {
         self.globs.iter().all(|glob| glob.matches(key))
+            && self.slots.as_ref().is_none_or(|slots| slots.holds_key(key))
     }
 
     fn scan_command(&self, cursor: u64) -> redis::Cmd {
@@ -296,6 +299,7 @@ mod tests {
             globs: vec![Glob::new("user:*"), Glob::new("*:1?")],
             key_type: Some("hash".into()),
             scan_count: 500,
+            slots: None,
         };
         assert!(filter.wants(b"user:12"));
         assert!(!filter.wants(b"user:2"));
