@@ -360,10 +360,12 @@ pub fn target_round(source: &mut Side, target: &mut Side, round: Round<'_>) -> R
                 if matches!(plan, Plan::Rebuild) && written.outcome == Outcome::Failed {
                     half_built.push(round.keys[index].clone());
                 }
+                // A connection without a verdict watched nothing we know
+                // of: redo the key rather than trust it.
                 let verdict = verdicts
                     .get(&read.address)
                     .copied()
-                    .unwrap_or(Verdict::Unchanged);
+                    .unwrap_or(Verdict::Lost);
                 match verdict {
                     _ if matches!(read.found, Found::Failed(_)) => result.settled(index, written),
                     Verdict::Unchanged => result.settled(index, written),
@@ -493,10 +495,11 @@ pub fn source_round(
     for (((&index, read), plan), written) in round.group.iter().zip(&reads).zip(&plans).zip(written)
     {
         let settled = matches!(read.found, Found::Failed(_)) || !fenced;
+        // Unfenced rounds are settled below before the verdict counts.
         let verdict = verdicts
             .get(&read.address)
             .copied()
-            .unwrap_or(Verdict::Unchanged);
+            .unwrap_or(Verdict::Lost);
         if matches!(plan, Plan::Restore { .. } | Plan::Rebuild)
             && written.outcome == Outcome::Restored
         {
