@@ -1,3 +1,14 @@
+//! What the source fence costs the source server: 300,000 keys read in
+//! batches of 64 with DUMP + PTTL alone, with a WATCH per key before each
+//! read, with one WATCH of the whole batch, and (for scale) MEMORY USAGE;
+//! prints the wall time and the server's CPU for each.
+//!
+//!     cargo run --release --example watch_cost
+//!
+//! Measured 2026-12-01 (2-core machine, Redis 7.0.15): DUMP + PTTL 1.16 s
+//! of server CPU, with WATCH 1.65 s either way (a WATCH per key or one per
+//! batch: the cost is the watched-keys bookkeeping, not the commands).
+
 #[allow(dead_code)]
 #[path = "../tests/common/server.rs"]
 mod server;
