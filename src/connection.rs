@@ -99,17 +99,58 @@ impl NodeConnection {
         reconnect_budget: Duration,
         shutdown: Shutdown,
     ) -> Result<Self> {
+        Self::open_waiting(endpoint, reconnect_budget, shutdown, Duration::ZERO)
+    }
+
+    /// Connects a connection first needed while a job runs (another
+    /// thread's, another node's): a server down for a moment is waited for
+    /// within the reconnect budget, as a dropped connection is, instead of
+    /// stopping the job at once.
+    pub fn open_during_job(
+        endpoint: &Endpoint,
+        reconnect_budget: Duration,
+        shutdown: Shutdown,
+    ) -> Result<Self> {
+        Self::open_waiting(endpoint, reconnect_budget, shutdown, reconnect_budget)
+    }
+
+    fn open_waiting(
+        endpoint: &Endpoint,
+        reconnect_budget: Duration,
+        shutdown: Shutdown,
+        wait: Duration,
+    ) -> Result<Self> {
         let client = endpoint.client(0)?;
-        let connection = client
-            .get_connection_with_timeout(CONNECT_TIMEOUT)
-            .map_err(|error| anyhow!(describe_first_connect_error(&error, endpoint)))
-            .with_context(|| {
-                format!(
-                    "cannot connect to {} {}",
-                    endpoint.role,
-                    endpoint.redacted()
-                )
-            })?;
+        let started = Instant::now();
+        let mut backoff = FIRST_BACKOFF;
+        let connection = loop {
+            match client.get_connection_with_timeout(CONNECT_TIMEOUT) {
+                Ok(connection) => break connection,
+                Err(error)
+                    if is_connection_error(&error)
+                        && started.elapsed() < wait
+                        && !shutdown.requested() =>
+                {
+                    std::thread::sleep(backoff);
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                Err(error) => {
+                    let within = if wait.is_zero() {
+                        String::new()
+                    } else {
+                        format!(" within {}s", wait.as_secs())
+                    };
+                    return Err(anyhow!(describe_first_connect_error(&error, endpoint)))
+                        .with_context(|| {
+                            format!(
+                                "cannot connect to {} {}{within}",
+                                endpoint.role,
+                                endpoint.redacted()
+                            )
+                        });
+                }
+            }
+        };
         set_timeouts(&connection);
         let mut connection = connection;
         check_authenticated(&mut connection, endpoint)?;

@@ -193,8 +193,11 @@ impl Side {
     pub fn connection(&mut self, address: &str) -> Result<&mut NodeConnection> {
         if !self.connections.contains_key(address) {
             let endpoint = self.endpoint_for(address)?;
-            let mut connection =
-                NodeConnection::open(&endpoint, self.reconnect_budget, self.shutdown.clone())?;
+            let mut connection = NodeConnection::open_during_job(
+                &endpoint,
+                self.reconnect_budget,
+                self.shutdown.clone(),
+            )?;
             if self.replicas.iter().any(|(_, a)| a == address) {
                 connection
                     .command(&redis::cmd("READONLY"))
