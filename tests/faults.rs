@@ -323,3 +323,54 @@ fn disconnects_and_reconnects_are_logged() {
     assert!(!text.contains("s3cret"), "{text}");
     assert_servers_equal(&source, &target, &[0]);
 }
+
+/// A connection first opened while a job runs (another copier thread's,
+/// another node's) waits for a server that is down at that moment, within
+/// the reconnect budget, as a dropped connection does; past the budget it
+/// says how long it waited.
+#[test]
+fn a_connection_first_opened_while_the_server_is_down_waits_within_the_budget() {
+    use redis_ferry::endpoint::{Endpoint, Role};
+    use redis_ferry::interrupt::Shutdown;
+    use redis_ferry::side::Side;
+
+    let mut server = RedisServer::start();
+    let endpoint = Endpoint::parse(Role::Target, &server.url()).unwrap();
+    let shutdown = Shutdown::new();
+    let side = Side::connect(&endpoint, Duration::from_secs(60), &shutdown).unwrap();
+    let address = side.seed_address().to_string();
+
+    // Down for a moment: the new connection waits and gets through.
+    let mut waiting = side.fork();
+    server.stop();
+    let restarter = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(700));
+        server.restart();
+        server
+    });
+    let connection = waiting.connection(&address);
+    assert!(
+        connection.is_ok(),
+        "the connection waited for the server: {:?}",
+        connection.err()
+    );
+    let reply = waiting
+        .connection(&address)
+        .unwrap()
+        .command(&redis::cmd("PING"))
+        .unwrap();
+    assert_eq!(reply, redis::Value::SimpleString("PONG".into()));
+    let mut server = restarter.join().unwrap();
+
+    // Down for longer than the budget: an error that says so.
+    let short = Side::connect(&endpoint, Duration::from_secs(1), &shutdown).unwrap();
+    let mut fork = short.fork();
+    server.stop();
+    let error = fork
+        .connection(&address)
+        .err()
+        .expect("the server stayed down");
+    let text = format!("{error:#}");
+    assert!(text.contains("within 1s"), "{text}");
+    assert!(text.contains(&server.url()), "{text}");
+}
