@@ -22,6 +22,8 @@
 //!
 //! Prints keys/s for each and the ratio.
 
+#[path = "support/mixed.rs"]
+mod mixed;
 #[allow(dead_code)]
 #[path = "../tests/common/server.rs"]
 mod server;
@@ -64,47 +66,7 @@ fn load(source: &RedisServer, keys: usize) -> Result<Vec<Vec<u8>>> {
     for start in (0..keys).step_by(BATCH) {
         let mut pipe = redis::pipe();
         for i in start..(start + BATCH).min(keys) {
-            let key = format!("mixed:{i:010}");
-            match i % 6 {
-                0 => pipe
-                    .cmd("SET")
-                    .arg(&key)
-                    .arg(format!("value-{i}-{}", "s".repeat(60))),
-                1 => pipe.cmd("HSET").arg(&key).arg(&[
-                    "name",
-                    "alice",
-                    "email",
-                    "a@example.com",
-                    "visits",
-                    "42",
-                    "plan",
-                    "pro",
-                ]),
-                2 => pipe
-                    .cmd("RPUSH")
-                    .arg(&key)
-                    .arg(&["e1", "e2", "e3", "e4", "e5", "e6", "e7", "e8"]),
-                3 => pipe
-                    .cmd("SADD")
-                    .arg(&key)
-                    .arg(&["red", "green", "blue", "cyan", "magenta", "yellow"]),
-                4 => pipe
-                    .cmd("ZADD")
-                    .arg(&key)
-                    .arg(&["1", "a", "2", "b", "3", "c", "4.5", "d", "10", "e"]),
-                _ => pipe
-                    .cmd("XADD")
-                    .arg(&key)
-                    .arg("*")
-                    .arg(&["event", "login", "user", "bob"]),
-            }
-            .ignore();
-            if i % 4 == 0 {
-                pipe.cmd("PEXPIRE")
-                    .arg(&key)
-                    .arg(3_600_000 + i as i64)
-                    .ignore();
-            }
+            let key = mixed::queue_mixed_key(&mut pipe, i);
             names.push(key.into_bytes());
         }
         pipe.query::<()>(&mut connection)?;
