@@ -182,15 +182,6 @@ pub fn catch_up(
         source: source.fork(),
         target: target.fork(),
     };
-    // The databases as they are now, not as the job found them: a key the
-    // application moved to a database empty at the start (MOVE, SELECT)
-    // during the gap is compared too.
-    if !sides.source.is_cluster() {
-        sides.source.info.keyspace = sides.source.key_counts()?;
-    }
-    if !sides.target.is_cluster() {
-        sides.target.info.keyspace = sides.target.key_counts()?;
-    }
     let scope = job_scope(options, &mut sides, &settings)?;
     let mut recorder = Recorder::new(journal, options.journal_keys)?;
     let report = verify(sides, &scope, &settings, Some(&mut recorder), shutdown)?;
@@ -257,6 +248,15 @@ fn connect(
 /// The job's databases, mapping, pattern and type; `--match` narrows the
 /// pattern (SCAN takes one, the other is matched here).
 fn job_scope(options: &CopyOptions, sides: &mut Sides, settings: &VerifySettings) -> Result<Scope> {
+    // The databases as they are now, not as the sides found them when they
+    // connected: a following job's sides are hours old, and a key the
+    // application moved into a database empty at the start (MOVE, SELECT)
+    // is compared too.
+    for side in [&mut sides.source, &mut sides.target] {
+        if !side.is_cluster() {
+            side.info.keyspace = side.key_counts()?;
+        }
+    }
     let mut source_dbs: BTreeSet<i64> = crate::job::source_databases(&sides.source, options)
         .into_iter()
         .collect();
