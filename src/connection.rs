@@ -40,6 +40,33 @@ use crate::wire::CommandBuffer;
 const REPLY_TIMEOUT: Duration = Duration::from_secs(120);
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+
+/// The wait between reconnect attempts: 100 ms, doubling up to 5 s.
+#[derive(Debug)]
+pub struct Backoff {
+    next: Duration,
+}
+
+impl Default for Backoff {
+    fn default() -> Self {
+        Backoff {
+            next: FIRST_BACKOFF,
+        }
+    }
+}
+
+impl Backoff {
+    /// Sleeps for the current wait, and doubles the next one.
+    pub fn wait(&mut self) {
+        std::thread::sleep(self.next);
+        self.next = (self.next * 2).min(MAX_BACKOFF);
+    }
+
+    /// After a success: the next failure waits the first wait again.
+    pub fn reset(&mut self) {
+        self.next = FIRST_BACKOFF;
+    }
+}
 /// How often a server that answers `LOADING` is asked again.
 const LOADING_POLL: Duration = Duration::from_millis(200);
 
@@ -122,7 +149,7 @@ impl NodeConnection {
     ) -> Result<Self> {
         let client = endpoint.client(0)?;
         let started = Instant::now();
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = Backoff::default();
         let connection = loop {
             match client.get_connection_with_timeout(CONNECT_TIMEOUT) {
                 Ok(connection) => break connection,
@@ -131,8 +158,7 @@ impl NodeConnection {
                         && started.elapsed() < wait
                         && !shutdown.requested() =>
                 {
-                    std::thread::sleep(backoff);
-                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                    backoff.wait();
                 }
                 Err(error) => {
                     let within = if wait.is_zero() {
@@ -250,7 +276,7 @@ impl NodeConnection {
     /// Sends already packed commands (`count` of them) with retry.
     pub fn send_with_retry(&mut self, packed: &[u8], count: usize) -> Result<Vec<Value>> {
         let started = Instant::now();
-        let mut backoff = FIRST_BACKOFF;
+        let mut backoff = Backoff::default();
         let mut lost = false;
         loop {
             let error = match self.try_send(packed, count) {
@@ -280,8 +306,7 @@ impl NodeConnection {
                     )
                 });
             }
-            std::thread::sleep(backoff);
-            backoff = (backoff * 2).min(MAX_BACKOFF);
+            backoff.wait();
         }
     }
 

@@ -104,7 +104,7 @@ fn listen(
 ) {
     let mut ready = Some(ready);
     let mut told_no_tracking = false;
-    let mut backoff = Duration::from_millis(100);
+    let mut backoff = crate::connection::Backoff::default();
     while !stop.load(Ordering::SeqCst) {
         let session = match open_session(&endpoint) {
             Ok(session) => session,
@@ -113,12 +113,11 @@ fn listen(
                     let _ = ready.send(Err(error));
                     return;
                 }
-                std::thread::sleep(backoff);
-                backoff = (backoff * 2).min(Duration::from_secs(5));
+                backoff.wait();
                 continue;
             }
         };
-        backoff = Duration::from_millis(100);
+        backoff.reset();
         if session.tracker.is_none() && !told_no_tracking {
             told_no_tracking = true;
             crate::log::warn(format!(
