@@ -154,23 +154,19 @@ fn existing_skip_never_deletes_a_target_key_whose_source_expired() {
     pipe.query::<()>(&mut target.connection()).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let journal = journal_in(&dir);
-    let output = ferry(&[
-        "run",
-        "--source",
+    let output = run_job(
         &source.url(),
-        "--target",
         &target.url(),
-        "--journal",
         &journal,
-        "--progress",
-        "off",
-        "--existing",
-        "skip",
-        "--rate",
-        "2000",
-        "--scan-count",
-        "100",
-    ]);
+        &[
+            "--existing",
+            "skip",
+            "--rate",
+            "2000",
+            "--scan-count",
+            "100",
+        ],
+    );
     assert_exit(&output, 0);
     for i in 0..3_000 {
         let value: Option<String> = redis::cmd("GET")
@@ -206,19 +202,12 @@ fn a_reply_lost_after_exec_is_redone_and_keeps_outcomes_true() {
     proxy.lose_reply_after(b"EXEC");
     let dir = tempfile::tempdir().unwrap();
     let journal = journal_in(&dir);
-    let output = ferry(&[
-        "run",
-        "--source",
+    let output = run_job(
         &source.url(),
-        "--target",
         &proxy.url(),
-        "--journal",
         &journal,
-        "--progress",
-        "off",
-        "--existing",
-        "skip",
-    ]);
+        &["--existing", "skip"],
+    );
     assert_exit(&output, 0);
     assert_eq!(proxy.fired(), 1, "the proxy lost one reply");
     assert!(
