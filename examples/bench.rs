@@ -19,6 +19,8 @@
 //!   on disk, with `--journal-keys all` / `failures`;
 //! - `ferry-nofence`: as `ferry-all` with `--no-fence`, to show what the
 //!   fence against the application's writes costs;
+//! - `ferry-watch`: as `ferry-all` with the source fenced by `WATCH`, as on
+//!   a source that gives no keyspace notifications (CONFIG not allowed);
 //! - `migrate`: the reference loop, SCAN COUNT 1000 then per batch
 //!   `MIGRATE host port "" db 5000 COPY REPLACE KEYS k1 ... kN`;
 //! - `replicaof`: Redis's own full sync (REPLICAOF, wait for the link and
@@ -192,6 +194,7 @@ fn main() -> Result<()> {
             "ferry-all" => spawn_ferry(&source, &target, "all", args.scan_count)?,
             "ferry-nofence" => spawn_ferry(&source, &target, "nofence", args.scan_count)?,
             "ferry-failures" => spawn_ferry(&source, &target, "failures", args.scan_count)?,
+            "ferry-watch" => spawn_ferry(&source, &target, "watch", args.scan_count)?,
             "migrate" => (None, run_migrate(&source, &target, &dbs)?, 0.0),
             "replicaof" => (
                 None,
@@ -267,14 +270,19 @@ fn spawn_ferry_urls(
     Ok((Some(peak), format!("journal {} bytes", fields[2]), cpu))
 }
 
-/// The child side of [`spawn_ferry`]: `--ferry-child SOURCE TARGET all|failures|nofence SCAN_COUNT`.
+/// The child side of [`spawn_ferry`]: `--ferry-child SOURCE TARGET all|failures|nofence|watch SCAN_COUNT`.
 fn ferry_child() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(2).collect();
     let [source, target, journal_keys, scan_count] = args.as_slice() else {
-        bail!("--ferry-child SOURCE TARGET all|failures|nofence SCAN_COUNT");
+        bail!("--ferry-child SOURCE TARGET all|failures|nofence|watch SCAN_COUNT");
     };
+    if journal_keys == "watch" {
+        // Read by the job as it picks the source fence (src/job.rs).
+        // SAFETY: set before any thread of this child process starts.
+        unsafe { std::env::set_var("REDIS_FERRY_WATCH_FENCE", "1") };
+    }
     let (journal_keys, no_fence) = match journal_keys.as_str() {
-        "all" => (JournalKeys::All, false),
+        "all" | "watch" => (JournalKeys::All, false),
         "nofence" => (JournalKeys::All, true),
         _ => (JournalKeys::Failures, false),
     };

@@ -236,3 +236,199 @@ fn dual_writes_between_clusters_end_identical() {
         assert_same_data(&cluster_snapshot(&source), &cluster_snapshot(&target), 5000);
     }
 }
+
+/// What `notify-keyspace-events` is on `server` now.
+fn notify_setting(server: &RedisServer) -> String {
+    let reply: Vec<String> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("notify-keyspace-events")
+        .query(&mut server.connection())
+        .unwrap();
+    reply[1].clone()
+}
+
+#[test]
+fn dual_writes_end_identical_while_the_source_fences_subscription_keeps_breaking() {
+    let _turn = one_at_a_time();
+    let hot = 2_000;
+    let (source, target) = servers(hot);
+    let dir = tempfile::tempdir().unwrap();
+    let journal = journal_in(&dir);
+    let writer = writer(&source, &target, hot);
+    let mut child = spawn_ferry(&paced_run_args(
+        &source.url(),
+        &target.url(),
+        &journal,
+        "20",
+    ));
+    // Every 30 ms the source drops every pub/sub client, as an output
+    // buffer limit or a proxy restart would: the rounds in flight lose
+    // their fence and are copied again.
+    let mut kills = 0;
+    while child.try_wait().unwrap().is_none() {
+        let killed: i64 = redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("pubsub")
+            .query(&mut source.connection())
+            .unwrap();
+        kills += killed;
+        std::thread::sleep(Duration::from_millis(30));
+    }
+    let output = finish(child);
+    assert_exit(&output, 0);
+    stop_after_a_moment(writer);
+    let log = stderr(&output);
+    assert!(
+        log.contains("the source fence follows the source's keyspace notifications"),
+        "{log}"
+    );
+    assert!(kills > 0, "no subscription was ever killed");
+    assert!(log.contains("subscription to"), "{log}");
+    assert_servers_equal(&source, &target, &[0]);
+    // The setting the operator had is back.
+    assert_eq!(notify_setting(&source), "");
+}
+
+#[test]
+fn dual_writes_end_identical_with_the_watch_fence_when_the_source_refuses_config() {
+    let _turn = one_at_a_time();
+    let hot = 2_000;
+    let (source, target) = servers(hot);
+    // An operator's user that may read every key but not run CONFIG (as
+    // on a managed service): no keyspace notifications for the fence.
+    redis::cmd("ACL")
+        .arg(&[
+            "SETUSER", "ferry", "on", ">pw", "~*", "&*", "+@all", "-config",
+        ])
+        .exec(&mut source.connection())
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let journal = journal_in(&dir);
+    let writer = writer(&source, &target, hot);
+    let source_url = source.ferry_user_url("pw");
+    let output = ferry(&paced_run_args(&source_url, &target.url(), &journal, "20"));
+    assert_exit(&output, 0);
+    stop_after_a_moment(writer);
+    let log = stderr(&output);
+    assert!(log.contains("the source fence uses WATCH"), "{log}");
+    assert_servers_equal(&source, &target, &[0]);
+    assert_eq!(notify_setting(&source), "");
+}
+
+#[test]
+fn a_flush_of_both_servers_during_the_copy_leaves_no_key_behind() {
+    let _turn = one_at_a_time();
+    let source = RedisServer::start();
+    let target = RedisServer::start();
+    fill_strings(&mut source.connection(), "bulk", BULK_KEYS, Some(5));
+    let dir = tempfile::tempdir().unwrap();
+    let journal = journal_in(&dir);
+    let mut child = spawn_ferry(&paced_run_args(
+        &source.url(),
+        &target.url(),
+        &journal,
+        DEFAULT_HOLD,
+    ));
+    wait_for_restored(&mut child, &journal, 5_000);
+    // The application empties its cache on both servers (source first):
+    // keys read before the flush and written after it would come back.
+    redis::cmd("FLUSHDB")
+        .exec(&mut source.connection())
+        .unwrap();
+    redis::cmd("FLUSHDB")
+        .exec(&mut target.connection())
+        .unwrap();
+    let output = finish(child);
+    assert_exit(&output, 0);
+    assert_servers_equal(&source, &target, &[0]);
+    let left: u64 = redis::cmd("DBSIZE")
+        .query(&mut target.connection())
+        .unwrap();
+    assert_eq!(
+        left, 0,
+        "keys flushed on both servers came back on the target"
+    );
+}
+
+/// Elements of vector set `key` (Redis 8), sorted.
+fn vector_elements(connection: &mut redis::Connection, key: &str) -> Vec<String> {
+    let count: usize = redis::cmd("VCARD").arg(key).query(connection).unwrap();
+    let mut elements: Vec<String> = redis::cmd("VRANDMEMBER")
+        .arg(key)
+        .arg(count.max(1))
+        .query(connection)
+        .unwrap_or_default();
+    elements.sort();
+    elements
+}
+
+#[test]
+fn vector_sets_written_during_the_copy_end_identical() {
+    // Redis 8's vector sets send no keyspace notification: the feed cannot
+    // fence them, so they are copied again under WATCH.
+    let _turn = one_at_a_time();
+    let source = common::versions::REDIS_8_2.start();
+    let target = common::versions::REDIS_8_2.start();
+    let keys: Vec<String> = (0..200).map(|i| format!("vectors:{i}")).collect();
+    let mut setup = source.connection();
+    for key in &keys {
+        for element in 0..4 {
+            redis::cmd("VADD")
+                .arg(key)
+                .arg(&["VALUES", "2", "0.5", &element.to_string()])
+                .arg(format!("e{element}"))
+                .exec(&mut setup)
+                .unwrap();
+        }
+    }
+    fill_strings(&mut setup, "bulk", BULK_KEYS, None);
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let application = {
+        let (stop, keys) = (std::sync::Arc::clone(&stop), keys.clone());
+        let (mut on_source, mut on_target) = (source.connection(), target.connection());
+        std::thread::spawn(move || {
+            let mut changes = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                let key = &keys[changes as usize % keys.len()];
+                let (added, removed) = (format!("e{}", changes + 4), format!("e{changes}"));
+                // Each change to the source, then to the target.
+                for connection in [&mut on_source, &mut on_target] {
+                    redis::cmd("VADD")
+                        .arg(key)
+                        .arg(&["VALUES", "2", "0.25", "0.75"])
+                        .arg(&added)
+                        .exec(connection)
+                        .unwrap();
+                    redis::cmd("VREM")
+                        .arg(key)
+                        .arg(&removed)
+                        .exec(connection)
+                        .unwrap();
+                }
+                changes += 1;
+            }
+            changes
+        })
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let journal = journal_in(&dir);
+    let output = ferry(&paced_run_args(
+        &source.url(),
+        &target.url(),
+        &journal,
+        DEFAULT_HOLD,
+    ));
+    assert_exit(&output, 0);
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let changes = application.join().unwrap();
+    assert!(changes > 100, "the application made only {changes} changes");
+    let (mut on_source, mut on_target) = (source.connection(), target.connection());
+    for key in &keys {
+        assert_eq!(
+            vector_elements(&mut on_source, key),
+            vector_elements(&mut on_target, key),
+            "{key}"
+        );
+    }
+}

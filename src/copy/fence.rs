@@ -53,6 +53,7 @@ use crate::route::{Step, route_rounds};
 use crate::side::Side;
 use crate::wire::CommandBuffer;
 
+use super::feed::{ChangeFeed, FeedRound, FeedVerdict};
 use super::read::{Found, Read, ReadAlso, read_by_commands, read_keys};
 use super::write::{
     Plan, WriteContext, Written, interpret_write, plan, plan_known_target, queue_write,
@@ -90,6 +91,11 @@ pub struct RoundResult {
     /// The target refused their payloads: read them by commands and
     /// rebuild them.
     pub rebuild: Vec<usize>,
+    /// Written, but the change feed cannot vouch for them (their type's
+    /// changes send no notification, as Redis 8's vector sets, or its
+    /// subscription broke meanwhile): copy them again under the `WATCH`
+    /// fence, which does not depend on the subscription.
+    pub unheard: Vec<usize>,
     /// Keys this round created on the target (`--existing skip` must not
     /// protect them from the next round).
     pub created: Vec<usize>,
@@ -128,6 +134,11 @@ pub struct Round<'a> {
     pub created: &'a [bool],
     /// Per batch index: a lost transaction may have created it with this payload.
     pub uncertain: &'a [Option<Vec<u8>>],
+    /// The source's change feed, when it covers the source (else `WATCH`).
+    pub feed: Option<&'a ChangeFeed>,
+    /// Per batch index: fence it with `WATCH` on the source (the feed does
+    /// not hear its changes).
+    pub watch_on_source: &'a [bool],
 }
 
 impl Round<'_> {
@@ -243,14 +254,10 @@ pub fn target_round(source: &mut Side, target: &mut Side, round: Round<'_>) -> R
     }
     // 2. Read them on the source (watched there too), now that the target
     // watches them.
-    let watched_addresses: Vec<String> = watched
-        .iter()
-        .map(|&p| round.addresses[p].clone())
-        .collect();
-    let mut source_watch = SourceWatch::begin(source, &watched_addresses)?;
-    let reads = read_positions(source, &round, &watched, true)?;
+    let mut source_fence = SourceFence::begin(source, &round, &watched, true)?;
+    let reads = read_positions(source, &round, &watched, source_fence.watches_reads())?;
     let read_at = Instant::now();
-    source_watch.after_read(source, &reads)?;
+    source_fence.after_read(source, &reads)?;
     // 3. Decide each key's write.
     let now = now_ms();
     let mut plans = Vec::with_capacity(reads.len());
@@ -272,7 +279,7 @@ pub fn target_round(source: &mut Side, target: &mut Side, round: Round<'_>) -> R
     }
     if bytes > MAX_TRANSACTION_BYTES && watched.len() > 1 {
         unwatch(target, round.target_db, &address)?;
-        source_watch.verdicts(source, round.db)?;
+        source_fence.end(source, round.db)?;
         result.split.extend(watched.iter().map(|&p| round.group[p]));
         return Ok(result);
     }
@@ -301,7 +308,7 @@ pub fn target_round(source: &mut Side, target: &mut Side, round: Round<'_>) -> R
     };
     if queued.iter().all(|&q| q == 0) {
         unwatch(target, round.target_db, &address)?;
-        source_watch.verdicts(source, round.db)?;
+        source_fence.end(source, round.db)?;
         settle_all_known(&mut result)?;
         return Ok(result);
     }
@@ -309,7 +316,7 @@ pub fn target_round(source: &mut Side, target: &mut Side, round: Round<'_>) -> R
     let sent = target.send_fenced(&address, round.target_db, &pipe, generation)?;
     // 5. Did a key change on the source since its read (also when the
     // target's EXEC did not run: this ends the source's WATCH)?
-    let verdicts = source_watch.verdicts(source, round.db)?;
+    let verdicts = source_fence.verdicts(source, round.db, &reads)?;
     let Some(mut replies) = sent else {
         for ((&position, read), plan) in watched.iter().zip(&reads).zip(&plans) {
             let index = round.group[position];
@@ -344,8 +351,12 @@ pub fn target_round(source: &mut Side, target: &mut Side, round: Round<'_>) -> R
         Value::Array(executed) => {
             let mut offset = 0;
             let mut half_built = Vec::new();
-            for (((&position, read), plan), &count) in
-                watched.iter().zip(&reads).zip(&plans).zip(&queued)
+            for ((((&position, read), plan), &count), &verdict) in watched
+                .iter()
+                .zip(&reads)
+                .zip(&plans)
+                .zip(&queued)
+                .zip(&verdicts)
             {
                 let index = round.group[position];
                 let end = (offset + count).min(executed.len());
@@ -360,12 +371,6 @@ pub fn target_round(source: &mut Side, target: &mut Side, round: Round<'_>) -> R
                 if matches!(plan, Plan::Rebuild) && written.outcome == Outcome::Failed {
                     half_built.push(round.keys[index].clone());
                 }
-                // A connection without a verdict watched nothing we know
-                // of: redo the key rather than trust it.
-                let verdict = verdicts
-                    .get(&read.address)
-                    .copied()
-                    .unwrap_or(Verdict::Lost);
                 match verdict {
                     _ if matches!(read.found, Found::Failed(_)) => result.settled(index, written),
                     Verdict::Unchanged => result.settled(index, written),
@@ -373,6 +378,7 @@ pub fn target_round(source: &mut Side, target: &mut Side, round: Round<'_>) -> R
                     // the newer value.
                     Verdict::Changed => result.changed.push(index),
                     Verdict::Lost => result.lost.push(index),
+                    Verdict::Unheard => result.unheard.push(index),
                 }
             }
             delete(target, round.target_db, &half_built)?;
@@ -467,17 +473,13 @@ pub fn source_round(
     fenced: bool,
 ) -> Result<RoundResult> {
     let mut result = RoundResult::default();
-    let mut source_watch = if fenced {
-        SourceWatch::begin(source, &round.addresses)?
-    } else {
-        SourceWatch::default()
-    };
-    // 1. WATCH + read each key on the source.
+    // 1. Read each key on the source, fenced there.
     let positions: Vec<usize> = (0..round.group.len()).collect();
-    let reads = read_positions(source, &round, &positions, fenced)?;
+    let mut source_fence = SourceFence::begin(source, &round, &positions, fenced)?;
+    let reads = read_positions(source, &round, &positions, source_fence.watches_reads())?;
     let read_at = Instant::now();
     if fenced {
-        source_watch.after_read(source, &reads)?;
+        source_fence.after_read(source, &reads)?;
         hold(read_at, round.hold);
     }
     // 2. Write to the target, each key at its node.
@@ -490,16 +492,17 @@ pub fn source_round(
         .collect();
     let written = write_plain(target, &round, &reads, &plans, now)?;
     // 3. Did any key change on the source since its read?
-    let verdicts = source_watch.verdicts(source, round.db)?;
+    let verdicts = source_fence.verdicts(source, round.db, &reads)?;
     let mut half_built = Vec::new();
-    for (((&index, read), plan), written) in round.group.iter().zip(&reads).zip(&plans).zip(written)
+    for ((((&index, read), plan), written), verdict) in round
+        .group
+        .iter()
+        .zip(&reads)
+        .zip(&plans)
+        .zip(written)
+        .zip(verdicts)
     {
         let settled = matches!(read.found, Found::Failed(_)) || !fenced;
-        // Unfenced rounds are settled below before the verdict counts.
-        let verdict = verdicts
-            .get(&read.address)
-            .copied()
-            .unwrap_or(Verdict::Lost);
         if matches!(plan, Plan::Restore { .. } | Plan::Rebuild)
             && written.outcome == Outcome::Restored
         {
@@ -513,13 +516,115 @@ pub fn source_round(
             Verdict::Unchanged => result.settled(index, written),
             Verdict::Changed => result.changed.push(index),
             Verdict::Lost => result.lost.push(index),
+            Verdict::Unheard => result.unheard.push(index),
         }
     }
     delete(target, round.target_db, &half_built)?;
     Ok(result)
 }
 
-/// The source side of a fence: the connections that watched a round's
+/// The source side of a round's fence: the change feed where it covers the
+/// nodes read, else `WATCH` on the reading connections.
+enum SourceFence<'f> {
+    Feed(FeedRound<'f>),
+    Watch(SourceWatch),
+    /// `--no-fence`.
+    Off,
+}
+
+impl<'f> SourceFence<'f> {
+    /// Starts the fence of the round's keys at `positions` (before they are
+    /// read).
+    fn begin(
+        source: &mut Side,
+        round: &Round<'f>,
+        positions: &[usize],
+        fenced: bool,
+    ) -> Result<SourceFence<'f>> {
+        if !fenced {
+            return Ok(SourceFence::Off);
+        }
+        let addresses: Vec<String> = positions
+            .iter()
+            .map(|&p| round.addresses[p].clone())
+            .collect();
+        let watch_needed = positions
+            .iter()
+            .any(|&p| round.watch_on_source[round.group[p]]);
+        if let Some(feed) = round.feed.filter(|_| !watch_needed) {
+            let keys: Vec<&[u8]> = positions
+                .iter()
+                .map(|&p| round.keys[round.group[p]].as_slice())
+                .collect();
+            if let Some(registered) = feed.register(source, round.db, &keys, &addresses) {
+                return Ok(SourceFence::Feed(registered));
+            }
+        }
+        Ok(SourceFence::Watch(SourceWatch::begin(source, &addresses)?))
+    }
+
+    /// Whether each read must be preceded by `WATCH key`.
+    fn watches_reads(&self) -> bool {
+        matches!(self, SourceFence::Watch(_))
+    }
+
+    fn after_read(&mut self, source: &mut Side, reads: &[Read]) -> Result<()> {
+        match self {
+            SourceFence::Watch(watch) => watch.after_read(source, reads),
+            _ => Ok(()),
+        }
+    }
+
+    /// Ends the fence without a verdict (nothing was written).
+    fn end(self, source: &mut Side, db: i64) -> Result<()> {
+        if let SourceFence::Watch(watch) = self {
+            watch.verdicts(source, db)?;
+        }
+        Ok(())
+    }
+
+    /// Once the target acknowledged: per read, did its key change on the
+    /// source since? Ends the fence.
+    fn verdicts(self, source: &mut Side, db: i64, reads: &[Read]) -> Result<Vec<Verdict>> {
+        Ok(match self {
+            SourceFence::Off => vec![Verdict::Unchanged; reads.len()],
+            SourceFence::Feed(registered) => {
+                let answered: Vec<(usize, String)> = reads
+                    .iter()
+                    .enumerate()
+                    .map(|(position, read)| (position, read.address.clone()))
+                    .collect();
+                registered
+                    .verdicts(source, &answered)
+                    .into_iter()
+                    .zip(reads)
+                    .map(|(verdict, read)| match verdict {
+                        _ if is_module_value(&read.found) => Verdict::Unheard,
+                        FeedVerdict::Unchanged => Verdict::Unchanged,
+                        FeedVerdict::Changed => Verdict::Changed,
+                        FeedVerdict::Lost => Verdict::Unheard,
+                    })
+                    .collect()
+            }
+            SourceFence::Watch(watch) => {
+                let by_connection = watch.verdicts(source, db)?;
+                // A connection without a verdict watched nothing we know
+                // of: redo the key rather than trust it.
+                reads
+                    .iter()
+                    .map(|read| {
+                        by_connection
+                            .get(&read.address)
+                            .copied()
+                            .unwrap_or(Verdict::Lost)
+                    })
+                    .collect()
+            }
+        })
+    }
+}
+
+/// The `WATCH` source fence: the connections that watched a round's
 /// keys with their reads, and their generations (a reconnect in between
 /// loses the WATCH).
 #[derive(Debug, Default)]
@@ -574,6 +679,17 @@ enum Verdict {
     Unchanged,
     Changed,
     Lost,
+    /// The feed cannot vouch (see [`RoundResult::unheard`]).
+    Unheard,
+}
+
+/// A DUMP payload of a module's type (RDB types 6 and 7): modules need
+/// not send keyspace notifications, and Redis 8's vector sets do not.
+fn is_module_value(found: &Found) -> bool {
+    const RDB_TYPE_MODULE_PRE_GA: u8 = 6;
+    const RDB_TYPE_MODULE_2: u8 = 7;
+    matches!(found, Found::Value { payload, .. }
+        if matches!(payload.first(), Some(&(RDB_TYPE_MODULE_PRE_GA | RDB_TYPE_MODULE_2))))
 }
 
 /// An empty transaction on the connection that watched some keys: nil

@@ -22,7 +22,9 @@
 //! - [`read`]: DUMP + PTTL (or reads by type) on the source.
 //! - [`write`]: RESTORE, rebuild, DEL on the target and what replies mean.
 //! - [`fence`]: the rounds, under the target fence or the source fence.
+//! - [`feed`]: the source fence from keyspace notifications (no `WATCH`).
 
+pub mod feed;
 pub mod fence;
 pub mod read;
 pub mod write;
@@ -76,6 +78,9 @@ pub struct CopySettings {
     pub job_label: String,
     /// How long a big key's servers may stay busy (LOADING, BUSY...).
     pub transient_budget: Duration,
+    /// The source's change feed (the source fence without `WATCH`), if
+    /// the source gives one.
+    pub feed: Option<std::sync::Arc<feed::ChangeFeed>>,
 }
 
 /// Keys to copy, all from one source database.
@@ -111,6 +116,7 @@ struct Keys {
     created: Vec<bool>,
     uncertain: Vec<Option<Vec<u8>>>,
     by_commands: Vec<bool>,
+    watch_on_source: Vec<bool>,
 }
 
 impl Copier {
@@ -149,6 +155,7 @@ impl Copier {
             created: vec![false; count],
             uncertain: vec![None; count],
             by_commands: vec![self.settings.method == PlannedMethod::Commands; count],
+            watch_on_source: vec![false; count],
         };
         let big = self.big_keys(&batch)?;
         for (index, &is_big) in big.iter().enumerate() {
@@ -297,6 +304,8 @@ impl Copier {
             by_commands: &keys.by_commands,
             created: &keys.created,
             uncertain: &keys.uncertain,
+            feed: settings.feed.as_deref(),
+            watch_on_source: &keys.watch_on_source,
         };
         match self.kind {
             FenceKind::Target => target_round(&mut self.source, &mut self.target, round),
@@ -331,6 +340,12 @@ fn file_round(
     }
     if !result.lost.is_empty() {
         queue.push_front(result.lost);
+    }
+    if !result.unheard.is_empty() {
+        for &index in &result.unheard {
+            keys.watch_on_source[index] = true;
+        }
+        queue.push_front(result.unheard);
     }
     if !result.again.is_empty() {
         queue.push_front(result.again);

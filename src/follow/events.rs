@@ -86,11 +86,12 @@ impl Drop for Subscriber {
     }
 }
 
-/// The connections of one subscription.
-struct Session {
-    subscription: redis::Connection,
+/// The connections of one subscription (also the source fence's, see
+/// [`crate::copy::feed`]).
+pub(crate) struct Session {
+    pub subscription: redis::Connection,
     /// Keeps flush tracking on (`None`: the server has no tracking).
-    tracker: Option<redis::Connection>,
+    pub tracker: Option<redis::Connection>,
 }
 
 /// The thread: subscribe, read, and subscribe again after a break.
@@ -140,7 +141,9 @@ fn listen(
     }
 }
 
-fn open_session(endpoint: &Endpoint) -> Result<Session> {
+/// Opens a subscription connection and, where the server has tracking, a
+/// second one that turns flush tracking on for it.
+pub(crate) fn open_session(endpoint: &Endpoint) -> Result<Session> {
     let mut subscription = endpoint.connect(0)?;
     let id: i64 = redis::cmd("CLIENT")
         .arg("ID")
@@ -230,7 +233,7 @@ fn on_message(message: &redis::Msg, address: &str, pending: &Pending, gaps: &Gap
 }
 
 /// `__keyevent@3__:set` → 3.
-fn keyevent_db(channel: &str) -> Option<i64> {
+pub(crate) fn keyevent_db(channel: &str) -> Option<i64> {
     let rest = channel.strip_prefix("__keyevent@")?;
     let (db, _event) = rest.split_once("__:")?;
     db.parse().ok()

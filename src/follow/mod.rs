@@ -144,8 +144,11 @@ impl Follower {
                 continue;
             }
             let connection = source.connection(address)?;
-            self.notify
-                .push(notify::ensure(connection, self.assume_notify)?);
+            self.notify.push(notify::ensure(
+                connection,
+                self.assume_notify,
+                "--follow needs keyspace notifications",
+            )?);
             let endpoint = source.endpoint_for(address)?;
             let subscriber = Subscriber::start(
                 endpoint,

@@ -44,7 +44,13 @@ pub struct NotifySetting {
 
 /// Makes `connection`'s server publish what following needs. Refuses, with
 /// the setting to change, when it lacks them and CONFIG is not allowed.
-pub fn ensure(connection: &mut NodeConnection, assume_set: bool) -> Result<NotifySetting> {
+/// `need` says who needs them, for the error ("--follow needs keyspace
+/// notifications").
+pub fn ensure(
+    connection: &mut NodeConnection,
+    assume_set: bool,
+    need: &str,
+) -> Result<NotifySetting> {
     let address = connection.address();
     let server = format!(
         "{} {}",
@@ -65,7 +71,7 @@ pub fn ensure(connection: &mut NodeConnection, assume_set: bool) -> Result<Notif
     ) {
         Ok(reply) => read_config_value(reply)?,
         Err(error) => bail!(
-            "--follow needs keyspace notifications, and {server} does not let redis-ferry read notify-keyspace-events ({error:#}): set notify-keyspace-events to KEA in its configuration (on a managed service: its parameter group), then run again with --notify-configured"
+            "{need}, and {server} does not let redis-ferry read notify-keyspace-events ({error:#}): set notify-keyspace-events to KEA in its configuration (on a managed service: its parameter group), then run again with --notify-configured"
         ),
     };
     let Some(wanted) = missing(&current) else {
@@ -84,7 +90,7 @@ pub fn ensure(connection: &mut NodeConnection, assume_set: bool) -> Result<Notif
         )
         .map_err(|error| {
             anyhow::anyhow!(
-                "--follow needs keyspace notifications, and {server} has notify-keyspace-events {current:?} and refused CONFIG SET ({error:#}): set notify-keyspace-events to KEA (or add E and A to it) in its configuration (on a managed service: its parameter group), then run again"
+                "{need}, and {server} has notify-keyspace-events {current:?} and refused CONFIG SET ({error:#}): set notify-keyspace-events to KEA (or add E and A to it) in its configuration (on a managed service: its parameter group), then run again"
             )
         })?;
     crate::log::info(format!(
@@ -119,7 +125,7 @@ pub fn restore(connection: &mut NodeConnection, setting: &NotifySetting) -> Resu
 }
 
 /// `CONFIG GET` answers `[name, value]` (RESP2) or a map (RESP3).
-fn read_config_value(reply: redis::Value) -> Result<String> {
+pub fn read_config_value(reply: redis::Value) -> Result<String> {
     let values: Vec<redis::Value> = match reply {
         redis::Value::Array(values) => values,
         redis::Value::Map(pairs) => pairs.into_iter().flat_map(|(k, v)| [k, v]).collect(),
