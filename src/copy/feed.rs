@@ -288,10 +288,13 @@ impl ChangeFeed {
         self.shared.lock().up.get(address).copied().flatten()
     }
 
-    /// Leaves `address` to the `WATCH` fence for a while.
+    /// Leaves `address` to the `WATCH` fence for a while, after its
+    /// `notify-keyspace-events` was changed behind the job's back: that
+    /// change is someone's, and stays.
     fn uncover(&self, address: &str) {
         let old = self.lock_nodes().insert(address.to_string(), uncovered());
-        if let Some(NodeEntry::Running(feed)) = old {
+        if let Some(NodeEntry::Running(mut feed)) = old {
+            feed.setting.changed = false;
             feed.stop();
         }
     }
