@@ -18,15 +18,17 @@
 //!   read) did change the source: so the source fence below runs too, and
 //!   such a key is copied again with the newer value right after.
 //! - **Source fence** (every round; alone for a cluster target, where one
-//!   transaction can only hold keys of one hash slot): `WATCH key` precedes
-//!   each key's read on the source connection; the writes go to the target;
-//!   then an empty `MULTI`/`EXEC` on each source connection says whether any
-//!   key read there changed since its read (nil: it did). Such keys are
-//!   copied again, and since every application write reaches the source
-//!   before the target, the final copy of each key is the newest. A key the
-//!   application changed in the milliseconds between redis-ferry's read and
-//!   write can hold redis-ferry's copy until its next round, a few
-//!   milliseconds later.
+//!   transaction can only hold keys of one hash slot): once the target
+//!   acknowledged the writes, the source says whether any key changed since
+//!   its read; such keys are copied again, and since every application
+//!   write reaches the source before the target, the final copy of each key
+//!   is the newest. A key the application changed in the milliseconds
+//!   between redis-ferry's read and write can hold redis-ferry's copy until
+//!   its next round, a few milliseconds later. The source answers through
+//!   its keyspace notifications ([`super::feed`]: nothing per key on the
+//!   source), or, where it cannot give them, through `WATCH key` before
+//!   each read and an empty `MULTI`/`EXEC` after (nil: a key changed),
+//!   which costs the source more the bigger it is.
 //!
 //! Either way, an application write to the target that arrives *after*
 //! redis-ferry's write but belongs to a source write made *before*
@@ -38,7 +40,7 @@
 //! A fence lives on one connection: a reconnect in the middle of a round
 //! loses it, and the round is redone rather than finished unguarded.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, bail};
@@ -53,8 +55,9 @@ use crate::route::{Step, route_rounds};
 use crate::side::Side;
 use crate::wire::CommandBuffer;
 
-use super::feed::{ChangeFeed, FeedRound, FeedVerdict};
+use super::feed::ChangeFeed;
 use super::read::{Found, Read, ReadAlso, read_by_commands, read_keys};
+use super::source_fence::{SourceFence, Verdict};
 use super::write::{
     Plan, WriteContext, Written, interpret_write, plan, plan_known_target, queue_write,
 };
@@ -521,191 +524,6 @@ pub fn source_round(
     }
     delete(target, round.target_db, &half_built)?;
     Ok(result)
-}
-
-/// The source side of a round's fence: the change feed where it covers the
-/// nodes read, else `WATCH` on the reading connections.
-enum SourceFence<'f> {
-    Feed(FeedRound<'f>),
-    Watch(SourceWatch),
-    /// `--no-fence`.
-    Off,
-}
-
-impl<'f> SourceFence<'f> {
-    /// Starts the fence of the round's keys at `positions` (before they are
-    /// read).
-    fn begin(
-        source: &mut Side,
-        round: &Round<'f>,
-        positions: &[usize],
-        fenced: bool,
-    ) -> Result<SourceFence<'f>> {
-        if !fenced {
-            return Ok(SourceFence::Off);
-        }
-        let addresses: Vec<String> = positions
-            .iter()
-            .map(|&p| round.addresses[p].clone())
-            .collect();
-        let watch_needed = positions
-            .iter()
-            .any(|&p| round.watch_on_source[round.group[p]]);
-        if let Some(feed) = round.feed.filter(|_| !watch_needed) {
-            let keys: Vec<&[u8]> = positions
-                .iter()
-                .map(|&p| round.keys[round.group[p]].as_slice())
-                .collect();
-            if let Some(registered) = feed.register(source, round.db, &keys, &addresses) {
-                return Ok(SourceFence::Feed(registered));
-            }
-        }
-        Ok(SourceFence::Watch(SourceWatch::begin(source, &addresses)?))
-    }
-
-    /// Whether each read must be preceded by `WATCH key`.
-    fn watches_reads(&self) -> bool {
-        matches!(self, SourceFence::Watch(_))
-    }
-
-    fn after_read(&mut self, source: &mut Side, reads: &[Read]) -> Result<()> {
-        match self {
-            SourceFence::Watch(watch) => watch.after_read(source, reads),
-            _ => Ok(()),
-        }
-    }
-
-    /// Ends the fence without a verdict (nothing was written).
-    fn end(self, source: &mut Side, db: i64) -> Result<()> {
-        if let SourceFence::Watch(watch) = self {
-            watch.verdicts(source, db)?;
-        }
-        Ok(())
-    }
-
-    /// Once the target acknowledged: per read, did its key change on the
-    /// source since? Ends the fence.
-    fn verdicts(self, source: &mut Side, db: i64, reads: &[Read]) -> Result<Vec<Verdict>> {
-        Ok(match self {
-            SourceFence::Off => vec![Verdict::Unchanged; reads.len()],
-            SourceFence::Feed(registered) => {
-                let answered: Vec<(usize, String)> = reads
-                    .iter()
-                    .enumerate()
-                    .map(|(position, read)| (position, read.address.clone()))
-                    .collect();
-                registered
-                    .verdicts(source, &answered)
-                    .into_iter()
-                    .zip(reads)
-                    .map(|(verdict, read)| match verdict {
-                        _ if is_module_value(&read.found) => Verdict::Unheard,
-                        FeedVerdict::Unchanged => Verdict::Unchanged,
-                        FeedVerdict::Changed => Verdict::Changed,
-                        FeedVerdict::Lost => Verdict::Unheard,
-                    })
-                    .collect()
-            }
-            SourceFence::Watch(watch) => {
-                let by_connection = watch.verdicts(source, db)?;
-                // A connection without a verdict watched nothing we know
-                // of: redo the key rather than trust it.
-                reads
-                    .iter()
-                    .map(|read| {
-                        by_connection
-                            .get(&read.address)
-                            .copied()
-                            .unwrap_or(Verdict::Lost)
-                    })
-                    .collect()
-            }
-        })
-    }
-}
-
-/// The `WATCH` source fence: the connections that watched a round's
-/// keys with their reads, and their generations (a reconnect in between
-/// loses the WATCH).
-#[derive(Debug, Default)]
-struct SourceWatch {
-    before: HashMap<String, u64>,
-    after: BTreeMap<String, u64>,
-}
-
-impl SourceWatch {
-    /// Notes the connections' generations before the reads.
-    fn begin(source: &mut Side, addresses: &[String]) -> Result<SourceWatch> {
-        let mut watch = SourceWatch::default();
-        for address in addresses {
-            if !watch.before.contains_key(address) {
-                watch
-                    .before
-                    .insert(address.clone(), source.generation(address)?);
-            }
-        }
-        Ok(watch)
-    }
-
-    /// Notes the connections that answered the reads (their WATCH holds).
-    fn after_read(&mut self, source: &mut Side, reads: &[Read]) -> Result<()> {
-        for read in reads {
-            if !self.after.contains_key(&read.address) {
-                self.after
-                    .insert(read.address.clone(), source.generation(&read.address)?);
-            }
-        }
-        Ok(())
-    }
-
-    /// Per connection: did a watched key change since its read? Ends the
-    /// WATCH either way.
-    fn verdicts(&self, source: &mut Side, db: i64) -> Result<BTreeMap<String, Verdict>> {
-        let mut verdicts = BTreeMap::new();
-        for (address, &generation) in &self.after {
-            let verdict = if self.before.get(address).is_some_and(|&g| g != generation) {
-                Verdict::Lost
-            } else {
-                check_unchanged(source, db, address, generation)?
-            };
-            verdicts.insert(address.clone(), verdict);
-        }
-        Ok(verdicts)
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Verdict {
-    Unchanged,
-    Changed,
-    Lost,
-    /// The feed cannot vouch (see [`RoundResult::unheard`]).
-    Unheard,
-}
-
-/// A DUMP payload of a module's type (RDB types 6 and 7): modules need
-/// not send keyspace notifications, and Redis 8's vector sets do not.
-fn is_module_value(found: &Found) -> bool {
-    const RDB_TYPE_MODULE_PRE_GA: u8 = 6;
-    const RDB_TYPE_MODULE_2: u8 = 7;
-    matches!(found, Found::Value { payload, .. }
-        if matches!(payload.first(), Some(&(RDB_TYPE_MODULE_PRE_GA | RDB_TYPE_MODULE_2))))
-}
-
-/// An empty transaction on the connection that watched some keys: nil
-/// when one of them changed since.
-fn check_unchanged(source: &mut Side, db: i64, address: &str, generation: u64) -> Result<Verdict> {
-    let mut pipe = CommandBuffer::new();
-    pipe.cmd("MULTI");
-    pipe.cmd("EXEC");
-    Ok(match source.send_fenced(address, db, &pipe, generation)? {
-        None => Verdict::Lost,
-        Some(replies) => match replies.last() {
-            Some(Value::Nil) => Verdict::Changed,
-            Some(Value::Array(_)) => Verdict::Unchanged,
-            other => bail!("the source's EXEC returned {other:?}"),
-        },
-    })
 }
 
 /// Writes without a fence transaction (source fence, or no fence), each

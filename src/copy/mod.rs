@@ -22,11 +22,14 @@
 //! - [`read`]: DUMP + PTTL (or reads by type) on the source.
 //! - [`write`]: RESTORE, rebuild, DEL on the target and what replies mean.
 //! - [`fence`]: the rounds, under the target fence or the source fence.
+//! - `source_fence`: the source side of a round's fence, by the feed or by
+//!   `WATCH`.
 //! - [`feed`]: the source fence from keyspace notifications (no `WATCH`).
 
 pub mod feed;
 pub mod fence;
 pub mod read;
+mod source_fence;
 pub mod write;
 
 use std::collections::VecDeque;
