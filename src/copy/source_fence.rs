@@ -210,3 +210,28 @@ fn check_unchanged(source: &mut Side, db: i64, address: &str, generation: u64) -
         },
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::copy::read::Ttl;
+
+    fn value(payload: &[u8]) -> Found {
+        Found::Value {
+            payload: payload.to_vec(),
+            ttl: Ttl::Persistent,
+            clock: None,
+        }
+    }
+
+    #[test]
+    fn module_payloads_are_told_apart_by_their_type_byte() {
+        // A vector set's DUMP starts with RDB type 7 (module, version 2).
+        assert!(is_module_value(&value(b"\x07\x81vectorset")));
+        assert!(is_module_value(&value(b"\x06old-module")));
+        // A string (0), a listpack hash (16), a gone key: not modules.
+        assert!(!is_module_value(&value(b"\x00\x05hello")));
+        assert!(!is_module_value(&value(b"\x10hash")));
+        assert!(!is_module_value(&Found::Gone));
+    }
+}

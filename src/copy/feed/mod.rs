@@ -379,13 +379,9 @@ impl FeedRound<'_> {
         let round = state.rounds.get(&self.id);
         answered
             .iter()
-            .map(|(position, address)| match round {
-                _ if !vouched.get(address).copied().unwrap_or(false) => FeedVerdict::Lost,
-                Some(round) if round.flushed || round.changed.contains(&self.keys[*position]) => {
-                    FeedVerdict::Changed
-                }
-                Some(_) => FeedVerdict::Unchanged,
-                None => FeedVerdict::Lost,
+            .map(|(position, address)| {
+                let vouched = vouched.get(address).copied().unwrap_or(false);
+                verdict_of(round, self.keys[*position], vouched)
             })
             .collect()
     }
@@ -532,6 +528,18 @@ impl Shared {
     }
 }
 
+/// A key's verdict from its round's state, once the marker of the node
+/// that answered its read was (`vouched`) or was not seen.
+fn verdict_of(round: Option<&RoundState>, key: KeyHash, vouched: bool) -> FeedVerdict {
+    match round {
+        Some(round) if vouched && (round.flushed || round.changed.contains(&key)) => {
+            FeedVerdict::Changed
+        }
+        Some(_) if vouched => FeedVerdict::Unchanged,
+        _ => FeedVerdict::Lost,
+    }
+}
+
 fn uncovered() -> NodeEntry {
     NodeEntry::Uncovered {
         retry_at: Instant::now() + RETRY_NODE_AFTER,
@@ -540,4 +548,81 @@ fn uncovered() -> NodeEntry {
 
 fn single(mut replies: Vec<(String, Vec<Value>)>) -> Vec<Value> {
     replies.pop().map(|(_, r)| r).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round_of(shared: &Shared, id: u64, keys: &[&[u8]]) -> Vec<KeyHash> {
+        let hashes: Vec<KeyHash> = keys.iter().map(|key| shared.hash(0, key)).collect();
+        shared.lock().rounds.insert(
+            id,
+            RoundState {
+                keys: hashes.iter().copied().collect(),
+                changed: HashSet64::default(),
+                flushed: false,
+                markers: HashMap::new(),
+                waiter: None,
+            },
+        );
+        hashes
+    }
+
+    fn verdicts(shared: &Shared, id: u64, keys: &[KeyHash], vouched: bool) -> Vec<FeedVerdict> {
+        let state = shared.lock();
+        keys.iter()
+            .map(|&key| verdict_of(state.rounds.get(&id), key, vouched))
+            .collect()
+    }
+
+    #[test]
+    fn a_change_marks_its_key_in_every_round_that_holds_it_and_no_other() {
+        let shared = Shared::default();
+        let first = round_of(&shared, 1, &[b"a", b"b"]);
+        let second = round_of(&shared, 2, &[b"b", b"c"]);
+        shared.key_changed(0, b"b");
+        // The same name in another database is another key.
+        shared.key_changed(1, b"a");
+        use FeedVerdict::{Changed, Unchanged};
+        assert_eq!(verdicts(&shared, 1, &first, true), [Unchanged, Changed]);
+        assert_eq!(verdicts(&shared, 2, &second, true), [Changed, Unchanged]);
+    }
+
+    #[test]
+    fn a_flush_changes_every_key_in_flight() {
+        let shared = Shared::default();
+        let keys = round_of(&shared, 7, &[b"a", b"b"]);
+        shared.flushed();
+        assert_eq!(
+            verdicts(&shared, 7, &keys, true),
+            [FeedVerdict::Changed, FeedVerdict::Changed]
+        );
+    }
+
+    #[test]
+    fn without_its_marker_or_its_round_nothing_is_vouched_for() {
+        let shared = Shared::default();
+        let keys = round_of(&shared, 3, &[b"a"]);
+        assert_eq!(verdicts(&shared, 3, &keys, false), [FeedVerdict::Lost]);
+        assert_eq!(verdicts(&shared, 4, &keys, true), [FeedVerdict::Lost]);
+    }
+
+    #[test]
+    fn a_marker_is_recorded_with_the_subscription_that_received_it() {
+        let shared = Shared::default();
+        round_of(&shared, 5, &[b"a"]);
+        let subscription = Subscription {
+            number: 2,
+            tracker_id: 40,
+        };
+        shared.marker("127.0.0.1:7000", subscription, b"5");
+        // Another job's marker, or garbage, is ignored.
+        shared.marker("127.0.0.1:7000", subscription, b"not a round");
+        let state = shared.lock();
+        assert_eq!(
+            state.rounds[&5].markers.get("127.0.0.1:7000"),
+            Some(&subscription)
+        );
+    }
 }
