@@ -290,30 +290,56 @@ fn dual_writes_end_identical_while_the_source_fences_subscription_keeps_breaking
     assert_eq!(notify_setting(&source), "");
 }
 
-#[test]
-fn dual_writes_end_identical_with_the_watch_fence_when_the_source_refuses_config() {
+/// Dual writes through a source whose operator user may not run CONFIG
+/// (as on a managed service); with `preset`, the operator has set
+/// `notify-keyspace-events` already and says so (`--notify-configured`).
+fn dual_writes_with_config_refused(preset: Option<&str>) -> String {
     let _turn = one_at_a_time();
     let hot = 2_000;
     let (source, target) = servers(hot);
-    // An operator's user that may read every key but not run CONFIG (as
-    // on a managed service): no keyspace notifications for the fence.
+    if let Some(setting) = preset {
+        redis::cmd("CONFIG")
+            .arg(&["SET", "notify-keyspace-events", setting])
+            .exec(&mut source.connection())
+            .unwrap();
+    }
     redis::cmd("ACL")
         .arg(&[
             "SETUSER", "ferry", "on", ">pw", "~*", "&*", "+@all", "-config",
         ])
         .exec(&mut source.connection())
         .unwrap();
+    let setting_before = notify_setting(&source);
     let dir = tempfile::tempdir().unwrap();
     let journal = journal_in(&dir);
     let writer = writer(&source, &target, hot);
     let source_url = source.ferry_user_url("pw");
-    let output = ferry(&paced_run_args(&source_url, &target.url(), &journal, "20"));
+    let target_url = target.url();
+    let mut args = paced_run_args(&source_url, &target_url, &journal, "20");
+    if preset.is_some() {
+        args.push("--notify-configured");
+    }
+    let output = ferry(&args);
     assert_exit(&output, 0);
     stop_after_a_moment(writer);
-    let log = stderr(&output);
-    assert!(log.contains("the source fence uses WATCH"), "{log}");
     assert_servers_equal(&source, &target, &[0]);
-    assert_eq!(notify_setting(&source), "");
+    assert_eq!(notify_setting(&source), setting_before);
+    stderr(&output)
+}
+
+#[test]
+fn dual_writes_end_identical_with_the_watch_fence_when_the_source_refuses_config() {
+    let log = dual_writes_with_config_refused(None);
+    assert!(log.contains("the source fence uses WATCH"), "{log}");
+}
+
+#[test]
+fn a_source_configured_by_its_operator_is_fenced_by_its_notifications() {
+    let log = dual_writes_with_config_refused(Some("KEA"));
+    assert!(
+        log.contains("the source fence follows the source's keyspace notifications"),
+        "{log}"
+    );
 }
 
 #[test]

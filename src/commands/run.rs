@@ -122,9 +122,11 @@ pub struct RunArgs {
     /// are copied and the job ends completed (exit 0).
     #[arg(long)]
     pub follow: bool,
-    /// With --follow: the source already has notify-keyspace-events with E and A
-    /// (KEA), and its CONFIG command is not available to check (a managed service).
-    #[arg(long, requires = "follow")]
+    /// The source already has notify-keyspace-events with E and A (KEA), and
+    /// its CONFIG command is not available to check (a managed service). For
+    /// --follow, and for the fence: without notifications it WATCHes each key
+    /// on the source, which gets slow on a large source.
+    #[arg(long)]
     pub notify_configured: bool,
     /// How keys are written: auto (RESTORE where the target loads the payload, else commands), dump, commands.
     ///
