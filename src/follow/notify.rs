@@ -94,7 +94,7 @@ pub fn ensure(
             )
         })?;
     crate::log::info(format!(
-        "{server}: notify-keyspace-events set to {wanted:?} for the job (it was {current:?}; put back when the job stops)"
+        "{server}: notify-keyspace-events set to {wanted:?} for the job (it was {current:?}; put back when the job stops; if redis-ferry is killed first, put it back with CONFIG SET notify-keyspace-events {current:?})"
     ));
     Ok(NotifySetting {
         address,
