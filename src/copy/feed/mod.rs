@@ -55,8 +55,10 @@ mod subscription;
 
 use subscription::NodeFeed;
 
-/// How long a round waits for its marker before it counts as lost.
-const MARKER_WAIT: Duration = Duration::from_secs(60);
+/// How long a round waits for its marker before the feed gives up on it
+/// (the keys go again under `WATCH`): a subscription that is up but no
+/// longer delivers must slow the copy down for seconds, not stall it.
+const MARKER_WAIT: Duration = Duration::from_secs(10);
 /// A waiting worker looks at its round at least this often.
 const PARK_TICK: Duration = Duration::from_millis(50);
 /// How long a node whose subscription could not be made is left to the
