@@ -20,6 +20,8 @@
 //!   DUMP + PTTL, RESTORE / DEL, per-key outcomes; [`route`]: each key to
 //!   the node serving it, following MOVED / ASK.
 //! - [`follow`]: `--follow`: the source's changes copied until cutover.
+//! - [`keyspace`]: a thread subscribed to one node's keyspace notifications
+//!   (what `follow` and the fence's change feed listen to).
 //! - [`journal`]: the SQLite journal (schema in `migrations/`): outcomes,
 //!   counts and cursors move forward together, whole batches at a time.
 //! - [`preflight`]: the checks that refuse a job before anything is written.
@@ -68,6 +70,7 @@ pub mod hint;
 pub mod interrupt;
 pub mod job;
 pub mod journal;
+pub mod keyspace;
 pub mod log;
 pub mod metrics;
 pub mod options;

@@ -266,13 +266,7 @@ fn dual_writes_end_identical_while_the_source_fences_subscription_keeps_breaking
     // their fence and are copied again.
     let mut kills = 0;
     while child.try_wait().unwrap().is_none() {
-        let killed: i64 = redis::cmd("CLIENT")
-            .arg("KILL")
-            .arg("TYPE")
-            .arg("pubsub")
-            .query(&mut source.connection())
-            .unwrap();
-        kills += killed;
+        kills += source.kill_pubsub_clients();
         std::thread::sleep(Duration::from_millis(30));
     }
     let output = finish(child);

@@ -110,12 +110,7 @@ fn a_killed_subscription_is_a_gap_that_is_caught_up() {
     wait_following(&mut child, &journal);
     let writer = DualWriter::source_only(Box::new(source.connection()), 200, 2_000);
     writer.wait_for_changes(500);
-    let killed: i64 = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("pubsub")
-        .query(&mut source.connection())
-        .unwrap();
+    let killed = source.kill_pubsub_clients();
     assert!(killed >= 1, "a subscription of redis-ferry was killed");
     writer.wait_for_changes(writer.changes() + 1_000);
     writer.stop();

@@ -105,7 +105,7 @@ impl<'f> SourceFence<'f> {
                         _ if is_module_value(&read.found) => Verdict::Unheard,
                         FeedVerdict::Unchanged => Verdict::Unchanged,
                         FeedVerdict::Changed => Verdict::Changed,
-                        FeedVerdict::Lost => Verdict::Unheard,
+                        FeedVerdict::Unvouched => Verdict::Unheard,
                     })
                     .collect()
             }

@@ -242,6 +242,16 @@ impl RedisServer {
         format!("redis://ferry:{password}@127.0.0.1:{}", self.port)
     }
 
+    /// Closes every pub/sub client of this server (`CLIENT KILL TYPE
+    /// pubsub`), as an output buffer limit or a proxy restart would;
+    /// returns how many there were.
+    pub fn kill_pubsub_clients(&self) -> i64 {
+        redis::cmd("CLIENT")
+            .arg(&["KILL", "TYPE", "pubsub"])
+            .query(&mut self.connection())
+            .expect("CLIENT KILL TYPE pubsub")
+    }
+
     /// Runs redis-cli against this server.
     pub fn cli(&self, args: &[&str]) -> std::process::Output {
         Command::new(redis_cli_bin())

@@ -104,12 +104,9 @@ struct Shared {
 type KeyHash = u64;
 
 /// One subscription to a node: its number (counts every time one is made)
-/// and the client id of the connection that keeps flush tracking on.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Subscription {
-    number: u64,
-    tracker_id: i64,
-}
+/// and the client id of the connection that keeps flush tracking on (the
+/// feed subscribes only where there is one).
+type Subscription = crate::keyspace::Session;
 
 #[derive(Default)]
 struct State {
@@ -172,8 +169,9 @@ pub struct FeedRound<'f> {
 pub enum FeedVerdict {
     Unchanged,
     Changed,
-    /// The feed cannot vouch for this node: redo the key.
-    Lost,
+    /// The feed cannot vouch for this node (its subscription broke, its
+    /// marker did not come back): copy the key again under `WATCH`.
+    Unvouched,
 }
 
 impl ChangeFeed {
@@ -395,7 +393,7 @@ impl FeedRound<'_> {
     /// (no subscriber received the marker, or the tracker is gone); `Err`:
     /// the setting changed.
     fn publish_marker(&self, source: &mut Side, address: &str) -> Result<bool> {
-        let Some(subscription) = self.covered.get(address) else {
+        let Some(tracker_id) = self.covered.get(address).and_then(|s| s.tracker_id) else {
             return Ok(false);
         };
         let mut pipe = CommandBuffer::new();
@@ -403,10 +401,7 @@ impl FeedRound<'_> {
         if check {
             pipe.cmd("CONFIG").arg("GET").arg("notify-keyspace-events");
         }
-        pipe.cmd("CLIENT")
-            .arg("LIST")
-            .arg("ID")
-            .arg(subscription.tracker_id);
+        pipe.cmd("CLIENT").arg("LIST").arg("ID").arg(tracker_id);
         pipe.cmd("PUBLISH")
             .arg(self.feed.channel(address))
             .arg(self.id.to_string());
@@ -538,7 +533,7 @@ fn verdict_of(round: Option<&RoundState>, key: KeyHash, vouched: bool) -> FeedVe
             FeedVerdict::Changed
         }
         Some(_) if vouched => FeedVerdict::Unchanged,
-        _ => FeedVerdict::Lost,
+        _ => FeedVerdict::Unvouched,
     }
 }
 
@@ -606,8 +601,8 @@ mod tests {
     fn without_its_marker_or_its_round_nothing_is_vouched_for() {
         let shared = Shared::default();
         let keys = round_of(&shared, 3, &[b"a"]);
-        assert_eq!(verdicts(&shared, 3, &keys, false), [FeedVerdict::Lost]);
-        assert_eq!(verdicts(&shared, 4, &keys, true), [FeedVerdict::Lost]);
+        assert_eq!(verdicts(&shared, 3, &keys, false), [FeedVerdict::Unvouched]);
+        assert_eq!(verdicts(&shared, 4, &keys, true), [FeedVerdict::Unvouched]);
     }
 
     #[test]
@@ -616,7 +611,7 @@ mod tests {
         round_of(&shared, 5, &[b"a"]);
         let subscription = Subscription {
             number: 2,
-            tracker_id: 40,
+            tracker_id: Some(40),
         };
         shared.marker("127.0.0.1:7000", subscription, b"5");
         // Another job's marker, or garbage, is ignored.

@@ -1,37 +1,28 @@
-//! One source node's subscription for the change feed: a thread that holds
-//! `PSUBSCRIBE __keyevent@*__:*`, the job's marker channel for that node and
-//! flush tracking (the session code `--follow` uses), marks the keys rounds
-//! have in flight as they change, records markers, and subscribes again
-//! after a break (the rounds in flight then cannot be vouched for).
+//! One source node's subscription for the change feed ([`crate::keyspace`]
+//! holds it, with the job's marker channel for that node): its listener
+//! marks the keys rounds have in flight as they change and records markers;
+//! when the subscription breaks, the rounds in flight cannot be vouched for.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Sender, channel};
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use anyhow::{Context, Result, anyhow, bail};
-use redis::Value;
+use anyhow::Result;
 
 use crate::endpoint::Endpoint;
-use crate::follow::events::{Session, keyevent_db, open_session};
 use crate::follow::notify::{self, NotifySetting};
+use crate::keyspace::{self, Channels, Listener, Session};
 
-use super::{Shared, Subscription};
+use super::Shared;
 
-/// How a read waits before its thread checks whether to stop.
-const READ_TICK: Duration = Duration::from_millis(200);
-
-/// One node's subscription thread and the setting it needed.
+/// One node's subscription and the setting it needed.
 pub(super) struct NodeFeed {
     endpoint: Endpoint,
     pub(super) setting: NotifySetting,
-    stop: Arc<AtomicBool>,
-    thread: Option<JoinHandle<()>>,
+    subscription: keyspace::Subscription,
 }
 
 impl NodeFeed {
-    /// Starts the subscription thread; returns once it is up.
+    /// Subscribes; returns once the subscription is up.
     pub(super) fn start(
         endpoint: Endpoint,
         address: String,
@@ -39,36 +30,32 @@ impl NodeFeed {
         channel_name: String,
         shared: Arc<Shared>,
     ) -> Result<NodeFeed> {
-        let stop = Arc::new(AtomicBool::new(false));
-        let (ready_tx, ready_rx) = channel();
-        let thread = {
-            let (stop, endpoint) = (Arc::clone(&stop), endpoint.clone());
-            std::thread::Builder::new()
-                .name("ferry-feed".into())
-                .spawn(move || listen(endpoint, address, channel_name, shared, stop, ready_tx))
-                .context("cannot start a thread")?
+        let channels = Channels {
+            own: vec![channel_name],
+            need_tracking: true,
         };
-        let ready = ready_rx
-            .recv_timeout(Duration::from_secs(60))
-            .unwrap_or_else(|_| Err(anyhow!("subscribing took over 60s")));
-        if let Err(error) = ready {
-            stop.store(true, Ordering::SeqCst);
-            return Err(error);
-        }
+        let listener = Feed {
+            address: address.clone(),
+            shared,
+            breaks: BreakLog::default(),
+        };
+        let subscription = keyspace::Subscription::start(
+            endpoint.clone(),
+            address,
+            channels,
+            listener,
+            "ferry-feed",
+        )?;
         Ok(NodeFeed {
             endpoint,
             setting,
-            stop,
-            thread: Some(thread),
+            subscription,
         })
     }
 
     /// Ends the subscription and puts the node's setting back.
-    pub(super) fn stop(mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
+    pub(super) fn stop(self) {
+        self.subscription.stop();
         if !self.setting.changed {
             return;
         }
@@ -84,64 +71,37 @@ impl NodeFeed {
     }
 }
 
-/// The thread: subscribe, read, and subscribe again after a break (the
-/// rounds in flight then count as lost).
-fn listen(
-    endpoint: Endpoint,
+/// What the feed does with what one node's subscription hears.
+struct Feed {
     address: String,
-    channel_name: String,
     shared: Arc<Shared>,
-    stop: Arc<AtomicBool>,
-    ready: Sender<Result<()>>,
-) {
-    let mut ready = Some(ready);
-    let mut number = 0;
-    let mut backoff = crate::connection::Backoff::default();
-    let mut breaks = BreakLog::default();
-    while !stop.load(Ordering::SeqCst) {
-        let session = open_session(&endpoint).and_then(|mut session| {
-            let Some(tracker) = session.tracker.as_mut() else {
-                bail!(
-                    "source {address} has no CLIENT TRACKING (Redis 6 or later has it), which the feed needs to see flushes"
-                );
-            };
-            let tracker_id: i64 = redis::cmd("CLIENT")
-                .arg("ID")
-                .query(tracker)
-                .context("CLIENT ID failed")?;
-            Ok((session, tracker_id))
-        });
-        let (session, tracker_id) = match session {
-            Ok(opened) => opened,
-            Err(error) => {
-                if let Some(ready) = ready.take() {
-                    let _ = ready.send(Err(error));
-                    return;
-                }
-                backoff.wait();
-                continue;
-            }
-        };
-        backoff.reset();
-        number += 1;
-        let subscription = Subscription { number, tracker_id };
-        let listened = read_changes(
-            session,
-            &address,
-            &channel_name,
-            subscription,
-            &shared,
-            &stop,
-            &mut ready,
-        );
-        shared.set_up(&address, None);
-        if let Err(reason) = listened {
-            if let Some(ready) = ready.take() {
-                let _ = ready.send(Err(anyhow!(reason)));
-                return;
-            }
-            breaks.note(&address, &reason);
-        }
+    breaks: BreakLog,
+}
+
+impl Listener for Feed {
+    fn up(&mut self, session: Session) {
+        self.shared.set_up(&self.address, Some(session));
+    }
+
+    fn changed(&mut self, db: i64, key: &[u8]) {
+        self.shared.key_changed(db, key);
+    }
+
+    fn flushed(&mut self) {
+        self.shared.flushed();
+    }
+
+    /// The job's marker channel for this node: a round's marker.
+    fn message(&mut self, _channel: &str, payload: &[u8], session: Session) {
+        self.shared.marker(&self.address, session, payload);
+    }
+
+    fn down(&mut self) {
+        self.shared.set_up(&self.address, None);
+    }
+
+    fn broke(&mut self, reason: &str) {
+        self.breaks.note(&self.address, reason);
     }
 }
 
@@ -174,63 +134,4 @@ impl BreakLog {
         self.last = Some(Instant::now());
         self.unsaid = 0;
     }
-}
-
-/// Reads messages until `stop` (`Ok`) or until the subscription breaks.
-fn read_changes(
-    session: Session,
-    address: &str,
-    channel_name: &str,
-    subscription: Subscription,
-    shared: &Shared,
-    stop: &AtomicBool,
-    ready: &mut Option<Sender<Result<()>>>,
-) -> std::result::Result<(), String> {
-    let Session {
-        subscription: mut connection,
-        mut tracker,
-    } = session;
-    let mut pubsub = connection.as_pubsub();
-    pubsub
-        .psubscribe("__keyevent@*__:*")
-        .map_err(|error| format!("PSUBSCRIBE failed: {error}"))?;
-    pubsub
-        .subscribe(&["__redis__:invalidate", channel_name])
-        .map_err(|error| format!("SUBSCRIBE failed: {error}"))?;
-    pubsub
-        .set_read_timeout(Some(READ_TICK))
-        .map_err(|error| error.to_string())?;
-    // Subscribed: every change from now on reaches this connection.
-    shared.set_up(address, Some(subscription));
-    if let Some(ready) = ready.take() {
-        let _ = ready.send(Ok(()));
-    }
-    let mut tracker_checked = Instant::now();
-    while !stop.load(Ordering::SeqCst) {
-        match pubsub.get_message() {
-            Ok(message) => {
-                let channel = message.get_channel_name();
-                if let Some(db) = keyevent_db(channel) {
-                    shared.key_changed(db, message.get_payload_bytes());
-                } else if channel == channel_name {
-                    shared.marker(address, subscription, message.get_payload_bytes());
-                } else if channel == "__redis__:invalidate"
-                    && matches!(message.get_payload::<Value>(), Ok(Value::Nil))
-                {
-                    shared.flushed();
-                }
-            }
-            Err(error) if error.is_timeout() => {}
-            Err(error) => return Err(error.to_string()),
-        }
-        if tracker_checked.elapsed() >= Duration::from_secs(5) {
-            tracker_checked = Instant::now();
-            if let Some(tracker) = tracker.as_mut() {
-                redis::cmd("PING")
-                    .query::<()>(tracker)
-                    .map_err(|error| format!("the flush-tracking connection broke: {error}"))?;
-            }
-        }
-    }
-    Ok(())
 }
