@@ -72,7 +72,7 @@ fn main() -> Result<()> {
     let seconds = record_pass(&mut journal, &settings, 0x9e37_79b9_7f4a_7c15, "first pass")?;
     let stats = journal.index_stats()?;
     println!(
-        "key index: {} runs, {} entries in runs, {} recent, filters {:.1} MB; {} run reads for {} keys, {} of them false maybes; {} flushes, {} merges",
+        "key index: {} runs, {} entries in runs, {} recent, filters {:.1} MB; {} run reads for {} keys, {} of them false maybes; {} flushes, {} merges; {:.1}s finding candidates ({:.1}s of it reading runs), {:.1}s writing runs",
         stats.runs,
         stats.run_entries,
         stats.recent_entries,
@@ -81,7 +81,10 @@ fn main() -> Result<()> {
         settings.keys,
         stats.false_maybes,
         stats.flushes,
-        stats.merges
+        stats.merges,
+        stats.lookup_time.as_secs_f64(),
+        stats.probe_time.as_secs_f64(),
+        stats.maintenance_time.as_secs_f64()
     );
     if settings.rescan {
         // The same keys in the same generator, another starting state: a

@@ -29,6 +29,8 @@
 mod chunk;
 mod filter;
 
+use std::time::{Duration, Instant};
+
 use anyhow::{Context, Result};
 use rusqlite::{Connection, params};
 use xxhash_rust::xxh3::xxh3_64_with_seed;
@@ -77,6 +79,11 @@ pub struct IndexStats {
     pub false_maybes: u64,
     pub flushes: u64,
     pub merges: u64,
+    /// The writer's time finding candidates (filters, run reads), of it
+    /// reading runs, and writing runs (flushes, merges).
+    pub lookup_time: Duration,
+    pub probe_time: Duration,
+    pub maintenance_time: Duration,
 }
 
 pub struct KeyIndex {
@@ -220,6 +227,7 @@ impl KeyIndex {
         out: &mut Vec<(usize, i64)>,
     ) -> Result<()> {
         debug_assert!(hashes.windows(2).all(|w| w[0] < w[1]));
+        let started = Instant::now();
         let KeyIndex {
             recent,
             runs,
@@ -236,13 +244,16 @@ impl KeyIndex {
                     continue;
                 }
                 let before = out.len();
+                let probe_started = Instant::now();
                 run.probe(connection, hash, i, out)?;
+                stats.probe_time += probe_started.elapsed();
                 stats.run_probes += 1;
                 if out.len() == before {
                     stats.false_maybes += 1;
                 }
             }
         }
+        stats.lookup_time += started.elapsed();
         Ok(())
     }
 
@@ -258,10 +269,12 @@ impl KeyIndex {
         if self.recent.len() < RECENT_LIMIT {
             return Ok(());
         }
+        let started = Instant::now();
         self.flush(connection, next_seq)?;
         while let Some(level) = self.full_level() {
             self.merge(connection, level)?;
         }
+        self.stats.maintenance_time += started.elapsed();
         Ok(())
     }
 
@@ -467,11 +480,8 @@ impl Run {
             .partition_point(|&first| first < hash)
             .saturating_sub(1);
         for index in start..end {
-            read_chunk(connection, self.first_chunk + index as i64, |entry, seq| {
-                if entry == hash {
-                    out.push((i, seq));
-                }
-                entry <= hash
+            chunk::find(connection, self.first_chunk + index as i64, hash, |seq| {
+                out.push((i, seq))
             })?;
         }
         Ok(())
@@ -488,20 +498,6 @@ impl Run {
         connection.execute("DELETE FROM key_hash_runs WHERE id = ?1", params![self.id])?;
         Ok(())
     }
-}
-
-fn read_chunk(connection: &Connection, id: i64, each: impl FnMut(u64, i64) -> bool) -> Result<()> {
-    let mut statement = connection
-        .prepare_cached("SELECT first_hash, entries FROM key_hash_chunks WHERE id = ?1")?;
-    let mut rows = statement.query(params![id])?;
-    let row = rows
-        .next()?
-        .with_context(|| format!("the journal's key index lacks chunk {id}"))?;
-    chunk::decode(
-        row.get::<_, i64>(0)? as u64,
-        row.get_ref(1)?.as_blob()?,
-        each,
-    )
 }
 
 /// Streams one run's entries in order, a chunk at a time.
@@ -530,7 +526,7 @@ impl RunReader {
             self.buffer.clear();
             self.position = 0;
             let buffer = &mut self.buffer;
-            read_chunk(connection, self.next_chunk, |hash, seq| {
+            chunk::read(connection, self.next_chunk, |hash, seq| {
                 buffer.push((hash, seq));
                 true
             })?;
