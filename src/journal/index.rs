@@ -79,10 +79,11 @@ pub struct IndexStats {
     pub false_maybes: u64,
     pub flushes: u64,
     pub merges: u64,
-    /// The writer's time finding candidates (filters, run reads), of it
-    /// reading runs, and writing runs (flushes, merges).
+    /// Time spent finding candidates (filters, run reads).
     pub lookup_time: Duration,
+    /// Of `lookup_time`, the run reads.
     pub probe_time: Duration,
+    /// Time spent writing runs (flushes, merges).
     pub maintenance_time: Duration,
 }
 

@@ -3,6 +3,8 @@
 //! seq) in hash order as varints, hashes as differences from the previous
 //! one (the chunk's first hash is a column of its own). At a hundred
 //! million keys the differences take about two bytes and the seqs four.
+//! Reading a chunk: whole, for merges ([`read`]), or only as far as one
+//! hash, for lookups ([`find`]).
 
 use anyhow::{Context, Result, bail};
 use rusqlite::{Connection, params};
