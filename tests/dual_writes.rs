@@ -71,6 +71,31 @@ fn writer(source: &RedisServer, target: &RedisServer, hot: usize) -> DualWriter 
     writer
 }
 
+/// What the dual-write tests start with: a source with bulk data and `hot`
+/// keys, an empty target, a journal, and the application already writing
+/// every change to both.
+struct LiveCopy {
+    source: RedisServer,
+    target: RedisServer,
+    journal: String,
+    writer: DualWriter,
+    _dir: tempfile::TempDir,
+}
+
+fn live_copy(hot: usize) -> LiveCopy {
+    let (source, target) = servers(hot);
+    let dir = tempfile::tempdir().unwrap();
+    let journal = journal_in(&dir);
+    let writer = writer(&source, &target, hot);
+    LiveCopy {
+        source,
+        target,
+        journal,
+        writer,
+        _dir: dir,
+    }
+}
+
 /// The application goes on for a moment after the copy, then stops.
 fn stop_after_a_moment(writer: DualWriter) -> u64 {
     let before = writer.changes();
@@ -114,10 +139,13 @@ fn paced_run_args<'a>(
 
 fn dual_writes_during_run(hot: usize, hold_ms: &'static str) {
     let _turn = one_at_a_time();
-    let (source, target) = servers(hot);
-    let dir = tempfile::tempdir().unwrap();
-    let journal = journal_in(&dir);
-    let writer = writer(&source, &target, hot);
+    let LiveCopy {
+        source,
+        target,
+        journal,
+        writer,
+        _dir,
+    } = live_copy(hot);
     let output = ferry(&paced_run_args(
         &source.url(),
         &target.url(),
@@ -149,11 +177,13 @@ fn a_wide_set_written_during_the_copy_ends_identical() {
 #[test]
 fn dual_writes_during_a_resume_after_sigkill_end_identical() {
     let _turn = one_at_a_time();
-    let hot = 200;
-    let (source, target) = servers(hot);
-    let dir = tempfile::tempdir().unwrap();
-    let journal = journal_in(&dir);
-    let writer = writer(&source, &target, hot);
+    let LiveCopy {
+        source,
+        target,
+        journal,
+        writer,
+        _dir,
+    } = live_copy(200);
     let mut child = spawn_ferry(&paced_run_args(
         &source.url(),
         &target.url(),
@@ -174,13 +204,16 @@ fn dual_writes_during_a_resume_after_sigkill_end_identical() {
 fn dual_writes_during_a_retry_end_identical() {
     let _turn = one_at_a_time();
     let hot = 100;
-    let (source, target) = servers(hot);
+    let LiveCopy {
+        source,
+        target,
+        journal,
+        writer,
+        _dir,
+    } = live_copy(hot);
     // The first run may not write the hot keys (an ACL lets it write only
     // the bulk keys), so they all fail and wait for `retry`.
     target.restrict_ferry_user_to(&["~bulk:*"], "pw");
-    let dir = tempfile::tempdir().unwrap();
-    let journal = journal_in(&dir);
-    let writer = writer(&source, &target, hot);
     let ferry_url = target.ferry_user_url("pw");
     let output = ferry(&paced_run_args(
         &source.url(),
@@ -250,11 +283,13 @@ fn notify_setting(server: &RedisServer) -> String {
 #[test]
 fn dual_writes_end_identical_while_the_source_fences_subscription_keeps_breaking() {
     let _turn = one_at_a_time();
-    let hot = 2_000;
-    let (source, target) = servers(hot);
-    let dir = tempfile::tempdir().unwrap();
-    let journal = journal_in(&dir);
-    let writer = writer(&source, &target, hot);
+    let LiveCopy {
+        source,
+        target,
+        journal,
+        writer,
+        _dir,
+    } = live_copy(2_000);
     let mut child = spawn_ferry(&paced_run_args(
         &source.url(),
         &target.url(),
@@ -289,8 +324,13 @@ fn dual_writes_end_identical_while_the_source_fences_subscription_keeps_breaking
 /// `notify-keyspace-events` already and says so (`--notify-configured`).
 fn dual_writes_with_config_refused(preset: Option<&str>) -> String {
     let _turn = one_at_a_time();
-    let hot = 2_000;
-    let (source, target) = servers(hot);
+    let LiveCopy {
+        source,
+        target,
+        journal,
+        writer,
+        _dir,
+    } = live_copy(2_000);
     if let Some(setting) = preset {
         redis::cmd("CONFIG")
             .arg(&["SET", "notify-keyspace-events", setting])
@@ -304,9 +344,6 @@ fn dual_writes_with_config_refused(preset: Option<&str>) -> String {
         .exec(&mut source.connection())
         .unwrap();
     let setting_before = notify_setting(&source);
-    let dir = tempfile::tempdir().unwrap();
-    let journal = journal_in(&dir);
-    let writer = writer(&source, &target, hot);
     let source_url = source.ferry_user_url("pw");
     let target_url = target.url();
     let mut args = paced_run_args(&source_url, &target_url, &journal, "20");
