@@ -42,9 +42,9 @@ impl<'f> SourceFence<'f> {
         if !fenced {
             return Ok(SourceFence::Off);
         }
-        let addresses: Vec<String> = positions
+        let addresses: Vec<&str> = positions
             .iter()
-            .map(|&p| round.addresses[p].clone())
+            .map(|&p| round.addresses[p].as_str())
             .collect();
         let watch_needed = positions
             .iter()
@@ -92,13 +92,9 @@ impl<'f> SourceFence<'f> {
         Ok(match self {
             SourceFence::Off => vec![Verdict::Unchanged; reads.len()],
             SourceFence::Feed(registered) => {
-                let answered: Vec<(usize, String)> = reads
-                    .iter()
-                    .enumerate()
-                    .map(|(position, read)| (position, read.address.clone()))
-                    .collect();
+                let addresses: Vec<&str> = reads.iter().map(|read| read.address.as_str()).collect();
                 registered
-                    .verdicts(source, &answered)
+                    .verdicts(source, &addresses)
                     .into_iter()
                     .zip(reads)
                     .map(|(verdict, read)| match verdict {
@@ -138,13 +134,13 @@ pub(super) struct SourceWatch {
 
 impl SourceWatch {
     /// Notes the connections' generations before the reads.
-    fn begin(source: &mut Side, addresses: &[String]) -> Result<SourceWatch> {
+    fn begin(source: &mut Side, addresses: &[&str]) -> Result<SourceWatch> {
         let mut watch = SourceWatch::default();
-        for address in addresses {
+        for &address in addresses {
             if !watch.before.contains_key(address) {
                 watch
                     .before
-                    .insert(address.clone(), source.generation(address)?);
+                    .insert(address.to_string(), source.generation(address)?);
             }
         }
         Ok(watch)

@@ -221,14 +221,14 @@ impl ChangeFeed {
         source: &mut Side,
         db: i64,
         keys: &[&[u8]],
-        addresses: &[String],
+        addresses: &[&str],
     ) -> Option<FeedRound<'_>> {
         let mut covered = BTreeMap::new();
-        for address in addresses {
+        for &address in addresses {
             if covered.contains_key(address) {
                 continue;
             }
-            covered.insert(address.clone(), self.coverage(source, address)?);
+            covered.insert(address.to_string(), self.coverage(source, address)?);
         }
         let id = self.next_round.fetch_add(1, Ordering::Relaxed);
         let keys: Vec<KeyHash> = keys.iter().map(|key| self.shared.hash(db, key)).collect();
@@ -358,9 +358,9 @@ impl FeedRound<'_> {
     /// After the target acknowledged the round's writes: per read (its
     /// position and the node that answered it), did its key change on the
     /// source since it was read?
-    pub fn verdicts(&self, source: &mut Side, answered: &[(usize, String)]) -> Vec<FeedVerdict> {
-        let nodes: HashSet<&String> = answered.iter().map(|(_, a)| a).collect();
-        let mut vouched: HashMap<&String, bool> = HashMap::new();
+    pub fn verdicts(&self, source: &mut Side, addresses: &[&str]) -> Vec<FeedVerdict> {
+        let nodes: HashSet<&str> = addresses.iter().copied().collect();
+        let mut vouched: HashMap<&str, bool> = HashMap::new();
         for address in nodes {
             let published = self.covered.contains_key(address)
                 && self
@@ -377,11 +377,12 @@ impl FeedRound<'_> {
         }
         let state = self.feed.shared.lock();
         let round = state.rounds.get(&self.id);
-        answered
+        addresses
             .iter()
-            .map(|(position, address)| {
+            .zip(&self.keys)
+            .map(|(address, &key)| {
                 let vouched = vouched.get(address).copied().unwrap_or(false);
-                verdict_of(round, self.keys[*position], vouched)
+                verdict_of(round, key, vouched)
             })
             .collect()
     }
