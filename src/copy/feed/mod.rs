@@ -195,18 +195,25 @@ impl ChangeFeed {
             next_round: AtomicU64::new(1),
         };
         for address in addresses {
-            match feed.start_node(source, address) {
-                Ok(node) => {
-                    feed.lock_nodes()
-                        .insert(address.clone(), NodeEntry::Running(Box::new(node)));
-                }
-                Err(error) => {
+            let entry = match feed.start_node(source, address) {
+                Ok(node) => NodeEntry::Running(Box::new(node)),
+                Err(NotStarted::Refused(error)) => {
                     crate::log::info(format!(
                         "the source fence uses WATCH, which costs the source more the bigger it is: {error:#}"
                     ));
                     return None;
                 }
-            }
+                // The source gives what the feed needs; its subscription
+                // broke while starting (a killed client, a proxy): the
+                // node is tried again, as one that breaks later is.
+                Err(NotStarted::Interrupted(error)) => {
+                    crate::log::warn(format!(
+                        "source {address} is fenced with WATCH for now: {error:#}"
+                    ));
+                    uncovered()
+                }
+            };
+            feed.lock_nodes().insert(address.clone(), entry);
         }
         crate::log::info(
             "the source fence follows the source's keyspace notifications (no WATCH on the source)",
@@ -263,7 +270,7 @@ impl ChangeFeed {
                 Ok(feed) => {
                     nodes.insert(address.to_string(), NodeEntry::Running(Box::new(feed)));
                 }
-                Err(error) => {
+                Err(NotStarted::Refused(error) | NotStarted::Interrupted(error)) => {
                     crate::log::warn(format!(
                         "source {address} is fenced with WATCH for now: {error:#}"
                     ));
@@ -291,9 +298,11 @@ impl ChangeFeed {
 
     /// Makes `address` publish what the feed needs and subscribes to it;
     /// returns once the subscription is up.
-    fn start_node(&self, source: &mut Side, address: &str) -> Result<NodeFeed> {
-        let endpoint = source.endpoint_for(address)?;
-        let connection = source.connection(address)?;
+    fn start_node(&self, source: &mut Side, address: &str) -> Result<NodeFeed, NotStarted> {
+        let endpoint = source.endpoint_for(address).map_err(NotStarted::Refused)?;
+        let connection = source
+            .connection(address)
+            .map_err(NotStarted::Interrupted)?;
         // What each round's marker sends must be allowed: `CLIENT LIST ID`
         // (Redis 6.2 or later; it checks that flush tracking still holds)
         // and a PUBLISH on the job's channel (an ACL may forbid channels).
@@ -301,7 +310,8 @@ impl ChangeFeed {
             .command(redis::cmd("CLIENT").arg("LIST").arg("ID").arg(1))
             .with_context(|| {
                 format!("source {address} refused CLIENT LIST ID (Redis 6.2 or later has it)")
-            })?;
+            })
+            .map_err(NotStarted::Refused)?;
         connection
             .command(
                 redis::cmd("PUBLISH")
@@ -310,12 +320,14 @@ impl ChangeFeed {
             )
             .with_context(|| {
                 format!("source {address} refused a PUBLISH (its ACL may not allow channels)")
-            })?;
+            })
+            .map_err(NotStarted::Refused)?;
         let setting = notify::ensure(
             connection,
             self.assume_configured,
             "the source fence without WATCH needs keyspace notifications",
-        )?;
+        )
+        .map_err(NotStarted::Refused)?;
         NodeFeed::start(
             endpoint,
             address.to_string(),
@@ -323,11 +335,12 @@ impl ChangeFeed {
             self.channel(address),
             Arc::clone(&self.shared),
         )
-        .inspect_err(|_| {
+        .map_err(|error| {
             // Nothing subscribed: put the setting back now.
             if let Ok(connection) = source.connection(address) {
                 let _ = notify::restore(connection, &setting);
             }
+            NotStarted::Interrupted(error)
         })
     }
 
@@ -536,6 +549,16 @@ fn verdict_of(round: Option<&RoundState>, key: KeyHash, vouched: bool) -> FeedVe
         Some(_) if vouched => FeedVerdict::Unchanged,
         _ => FeedVerdict::Unvouched,
     }
+}
+
+/// Why a node's subscription was not started.
+enum NotStarted {
+    /// The source refuses what the feed needs (a command, pub/sub
+    /// channels, the notification setting): it cannot give a feed.
+    Refused(anyhow::Error),
+    /// The subscription could not be made just now (a connection broke):
+    /// worth trying again.
+    Interrupted(anyhow::Error),
 }
 
 fn uncovered() -> NodeEntry {
